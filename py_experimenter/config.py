@@ -1,0 +1,419 @@
+"""Experiment configuration: frozen dataclasses and the YAML loader.
+
+The file format is PyExperimenter 1.4.2's (``PY_EXPERIMENTER`` root, ``Database``,
+``Custom`` / ``CUSTOM``, ``CodeCarbon`` / ``CODECARBON``) plus our optional ``Execution``
+section. Every error names the file, the key path and the valid keys or the rule.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any, Literal
+
+from py_experimenter.config_execution import Checker, read_yaml, type_word
+from py_experimenter.exceptions import InvalidIdentifierError
+from py_experimenter.sqltypes import parse_sql_type
+
+IDENTIFIER_RULE = "^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+IDENTIFIER_PATTERN = re.compile(IDENTIFIER_RULE)
+
+Provider = Literal["sqlite", "mysql", "postgresql"]
+PROVIDERS: tuple[str, ...] = ("sqlite", "mysql", "postgresql")
+
+#: Columns of the main table that the library owns; no keyfield or resultfield may use them.
+# fmt: off
+RESERVED_COLUMNS: tuple[str, ...] = (
+    "ID", "creation_date", "status", "start_date", "name", "machine", "end_date", "error", "attempt",
+    "worker", "host", "job_id", "lease_until", "heartbeat_at", "priority", "keyhash", "cancel_requested",
+)
+# fmt: on
+#: Columns every logtable has besides the user's.
+RESERVED_LOGTABLE_COLUMNS: tuple[str, ...] = ("ID", "experiment_id", "timestamp", "attempt")
+#: Logtable names taken by our own tables (``<table>__attempts``).
+RESERVED_LOGTABLE_NAMES: tuple[str, ...] = ("attempts",)
+MAX_IDENTIFIER_LENGTH = 64
+#: Longest table name: ``<table>_codecarbon`` / ``<table>__attempts`` must stay within 64.
+MAX_TABLE_NAME_LENGTH = MAX_IDENTIFIER_LENGTH - len("_codecarbon")
+DEFAULT_KEYFIELD_TYPE = "VARCHAR(255)"
+#: A ``{start, stop, step}`` range may give at most this many values.
+MAX_RANGE_VALUES = 1_000_000
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """A column given by the user: its name and SQL type as written (``VARCHAR(255)``)."""
+
+    name: str
+    sql_type: str
+
+
+@dataclass(frozen=True)
+class KeyfieldSpec:
+    """A keyfield column; ``values`` is None when the config gives no values."""
+
+    name: str
+    sql_type: str
+    values: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True)
+class LogtableSpec:
+    """A logtable: stored as ``<table>__<name>`` with the user's columns."""
+
+    name: str
+    fields: tuple[FieldSpec, ...]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """The main experiment table."""
+
+    name: str
+    keyfields: tuple[KeyfieldSpec, ...]
+    resultfields: tuple[FieldSpec, ...] = ()
+    result_timestamps: bool = False
+    logtables: tuple[LogtableSpec, ...] = ()
+
+    @property
+    def keyfield_names(self) -> tuple[str, ...]:
+        return tuple(k.name for k in self.keyfields)
+
+    @property
+    def resultfield_names(self) -> tuple[str, ...]:
+        return tuple(r.name for r in self.resultfields)
+
+
+@dataclass(frozen=True)
+class DatabaseSpec:
+    """``PY_EXPERIMENTER.Database``."""
+
+    provider: Provider
+    database: str
+    table: TableSpec
+
+
+@dataclass(frozen=True)
+class ExecutionSpec:
+    """``PY_EXPERIMENTER.Execution`` (ours; every key optional)."""
+
+    adapter: Literal["function", "docker", "command"] = "function"
+    lease_seconds: float = 120.0
+    heartbeat_seconds: float = 30.0
+    max_attempts: int = 3
+    isolation: Literal["inline", "process"] = "inline"
+    timeout: float | None = None
+    memory: str | None = None
+    cpus: float | None = None
+    gpus: int = 0
+    image: str | None = None
+    command: tuple[str, ...] | None = None
+    datasets: str | None = None
+    results_dir: str | None = None
+
+    @property
+    def memory_bytes(self) -> int | None:
+        """``memory`` in bytes (``"2g"`` → 2147483648), or None when unlimited."""
+        from py_experimenter.config_execution import parse_memory
+
+        return None if self.memory is None else parse_memory(self.memory)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment file, validated."""
+
+    source: str
+    n_jobs: int
+    database: DatabaseSpec
+    custom: Mapping[str, Any] = field(default_factory=dict)
+    codecarbon: Mapping[str, Any] = field(default_factory=dict)
+    execution: ExecutionSpec = field(default_factory=ExecutionSpec)
+
+    @property
+    def table(self) -> TableSpec:
+        return self.database.table
+
+
+_EXPERIMENTER_KEYS = ("n_jobs", "Database", "Custom", "CUSTOM", "CodeCarbon", "CODECARBON", "Execution")
+_DATABASE_KEYS = ("provider", "database", "table", "logtables", "use_ssh")
+_TABLE_KEYS = ("name", "keyfields", "resultfields", "result_timestamps")
+_HINTS = {"logtables": "logtables belongs under PY_EXPERIMENTER.Database, next to 'table'; "}
+_VALUE_TYPES = (str, int, float, bool, date)
+
+
+def load_experiment_config(
+    path: str | os.PathLike[str], *, table_name: str | None = None, database_name: str | None = None
+) -> ExperimentConfig:
+    """Read and validate an experiment file.
+
+    :param path: the YAML file (PyExperimenter 1.4.2 format plus ``Execution``).
+    :param table_name: overrides ``PY_EXPERIMENTER.Database.table.name``.
+    :param database_name: overrides ``PY_EXPERIMENTER.Database.database``.
+    :raises ConfigError: the file is missing, is not valid YAML, or breaks a rule; the message
+        names the file, the key path, what is wrong and how to fix it.
+    """
+    source = os.fspath(path)
+    data = read_yaml(source, what="experiment file")
+    return parse_experiment_config(data, source, table_name=table_name, database_name=database_name)
+
+
+def parse_experiment_config(
+    data: Any, source: str, *, table_name: str | None = None, database_name: str | None = None
+) -> ExperimentConfig:
+    """Validate already-parsed YAML ``data`` (``source`` names it in messages); see
+    :func:`load_experiment_config`."""
+    from py_experimenter.config_execution import parse_execution  # it imports ExecutionSpec from here
+
+    check = Checker(source)
+    if data is None:
+        check.fail("", "the experiment file is empty; it needs a PY_EXPERIMENTER section with a Database")
+    root = check.mapping(data, "", "a mapping with the key PY_EXPERIMENTER at the top of the file")
+    check.keys(root, "", ("PY_EXPERIMENTER",), required=("PY_EXPERIMENTER",))
+    path = "PY_EXPERIMENTER"
+    section = check.mapping(root["PY_EXPERIMENTER"], path)
+    check.keys(section, path, _EXPERIMENTER_KEYS, required=("Database",))
+    n_jobs = section.get("n_jobs")
+    return ExperimentConfig(
+        source=source,
+        n_jobs=1 if n_jobs is None else check.integer(n_jobs, f"{path}.n_jobs", minimum=1),
+        database=_database(check, section["Database"], f"{path}.Database", table_name, database_name),
+        custom=_plain_section(check, section, path, "Custom", "CUSTOM"),
+        codecarbon=_plain_section(check, section, path, "CodeCarbon", "CODECARBON"),
+        execution=parse_execution(check, section.get("Execution"), f"{path}.Execution"),
+    )
+
+
+def _plain_section(check: Checker, section: Mapping[str, Any], path: str, *spellings: str) -> dict[str, Any]:
+    given = [s for s in spellings if s in section]
+    if len(given) > 1:
+        check.fail(f"{path}.{given[1]}", f"give either {' or '.join(given)}, not both")
+    if not given:
+        return {}
+    return copy.deepcopy(check.mapping(section[given[0]], f"{path}.{given[0]}"))
+
+
+def _database(
+    check: Checker, raw: Any, path: str, table_name: str | None, database_name: str | None
+) -> DatabaseSpec:
+    db = check.mapping(raw, path)
+    required = ("provider", "table") if database_name is not None else ("provider", "database", "table")
+    check.keys(db, path, _DATABASE_KEYS, required=required)
+    if check.boolean(db.get("use_ssh", False), f"{path}.use_ssh"):
+        check.fail(
+            f"{path}.use_ssh",
+            "SSH tunnels are not supported; remove use_ssh (or set it to false) and either open an SSH "
+            "port forward (ssh -L 3306:db-host:3306 gateway) and point the credential file's "
+            "Connection.Standard.server/port at it, or give a database URL in the credential file "
+            "(CREDENTIALS.Database.url)",
+        )
+    provider = check.choice(db["provider"], f"{path}.provider", PROVIDERS, aliases={"postgres": "postgresql"})
+    if database_name is not None:
+        database = check.string(database_name, f"{path}.database (database_name argument)")
+    else:
+        database = check.string(db["database"], f"{path}.database")
+    table = _table(check, db["table"], f"{path}.table", table_name)
+    logtables = _logtables(check, db.get("logtables"), f"{path}.logtables", table.name)
+    table = TableSpec(table.name, table.keyfields, table.resultfields, table.result_timestamps, logtables)
+    return DatabaseSpec(provider=provider, database=database, table=table)  # type: ignore[arg-type]
+
+
+def _table(check: Checker, raw: Any, path: str, table_name: str | None) -> TableSpec:
+    table = check.mapping(raw, path)
+    required = ("keyfields",) if table_name is not None else ("name", "keyfields")
+    check.keys(table, path, _TABLE_KEYS, required=required, hints=_HINTS)
+    name_path = f"{path}.name" + (" (table_name argument)" if table_name is not None else "")
+    name = _identifier(
+        check,
+        table["name"] if table_name is None else table_name,
+        name_path,
+        "table name",
+        max_length=MAX_TABLE_NAME_LENGTH,
+    )
+    keyfields = _keyfields(check, table["keyfields"], f"{path}.keyfields")
+    resultfields = _columns(
+        check, table.get("resultfields"), f"{path}.resultfields", "resultfield", RESERVED_COLUMNS
+    )
+    timestamps = check.boolean(table.get("result_timestamps", False), f"{path}.result_timestamps")
+
+    seen: dict[str, str] = {}
+    columns = [(k.name, f"{path}.keyfields.{k.name}") for k in keyfields]
+    columns += [(r.name, f"{path}.resultfields.{r.name}") for r in resultfields]
+    for column, where in columns:
+        if column.lower() in seen:
+            check.fail(
+                where,
+                f"column {column!r} is defined twice (also at {seen[column.lower()]}; "
+                "names are compared case-insensitively); rename one",
+            )
+        seen[column.lower()] = where
+    if timestamps:
+        for field_ in resultfields:
+            generated = f"{field_.name}_timestamp"
+            where = f"{path}.resultfields.{field_.name}"
+            if len(generated) > MAX_IDENTIFIER_LENGTH:
+                check.fail(
+                    where,
+                    f"with result_timestamps the column {generated!r} is created, which is longer "
+                    f"than {MAX_IDENTIFIER_LENGTH} characters; shorten the resultfield name",
+                    InvalidIdentifierError,
+                )
+            if generated.lower() in seen:
+                check.fail(
+                    seen[generated.lower()],
+                    f"column {generated!r} collides with the column that "
+                    f"result_timestamps creates for resultfield {field_.name!r}; rename it",
+                )
+    return TableSpec(name, keyfields, resultfields, timestamps)
+
+
+def _identifier(
+    check: Checker, name: Any, path: str, what: str, reserved: Iterable[str] = (), max_length: int = 64
+) -> str:
+    """A table, column or logtable name: the identifier rule, not reserved, not too long."""
+    if not isinstance(name, str) or not IDENTIFIER_PATTERN.fullmatch(name):
+        shown = (
+            repr(name) if isinstance(name, str) else f"{name!r} (YAML read it as {type_word(name)}; quote it)"
+        )
+        check.fail(
+            path,
+            f"invalid {what} {shown}: names must match {IDENTIFIER_RULE} (a letter or "
+            "underscore, then at most 63 letters, digits or underscores)",
+            InvalidIdentifierError,
+        )
+    if len(name) > max_length:
+        check.fail(
+            path,
+            f"{what} {name!r} is {len(name)} characters long; at most {max_length} fit here",
+            InvalidIdentifierError,
+        )
+    reserved = tuple(reserved)
+    if name.lower() in {r.lower() for r in reserved}:
+        check.fail(
+            path,
+            f"{what} {name!r} is a reserved name; rename it. Reserved (case-insensitive): "
+            f"{', '.join(reserved)}",
+            InvalidIdentifierError,
+        )
+    return name
+
+
+def _sql_type(check: Checker, value: Any, path: str) -> str:
+    """A column type that :func:`parse_sql_type` accepts, returned as written."""
+    if not isinstance(value, str):
+        check.fail(path, f"expected a column type such as VARCHAR(255) or INT, got {type_word(value)}")
+    try:
+        parse_sql_type(value)
+    except ValueError as exc:
+        check.fail(path, str(exc))
+    return value
+
+
+def _keyfields(check: Checker, raw: Any, path: str) -> tuple[KeyfieldSpec, ...]:
+    expected = "a mapping of keyfield name → {type, values}"
+    keyfields = check.mapping(raw, path, expected)
+    if not keyfields:
+        check.fail(
+            path, "no keyfields; the table needs at least one, e.g. seed: {type: INT, values: [1, 2, 3]}"
+        )
+    result = []
+    for name, spec in keyfields.items():
+        where = f"{path}.{name}"
+        _identifier(check, name, where, "keyfield name", RESERVED_COLUMNS)
+        body = check.mapping(spec, where, "a mapping with 'type' and optionally 'values'")
+        check.keys(body, where, ("type", "values"))
+        sql_type = body.get("type")
+        sql_type = _sql_type(check, DEFAULT_KEYFIELD_TYPE if sql_type is None else sql_type, f"{where}.type")
+        values = _values(check, body["values"], f"{where}.values") if "values" in body else None
+        result.append(KeyfieldSpec(name, sql_type, values))
+    return tuple(result)
+
+
+def _scalar(check: Checker, value: Any, path: str) -> Any:
+    if not isinstance(value, _VALUE_TYPES) or (isinstance(value, float) and not math.isfinite(value)):
+        check.fail(
+            path, f"a keyfield value must be a string, number, boolean or date, got {type_word(value)}"
+        )
+    return value
+
+
+def _values(check: Checker, raw: Any, path: str) -> tuple[Any, ...]:
+    """``values``: a list, a single value, or a range ``{start, stop, step}`` (stop exclusive)."""
+    fix = (
+        "give a list, a single value, or a range {start, stop, step}; or remove 'values' to fill from Python"
+    )
+    if raw is None or raw == []:
+        check.fail(path, f"values is empty; {fix}")
+    if isinstance(raw, list):
+        return tuple(_scalar(check, v, f"{path}[{i}]") for i, v in enumerate(raw))
+    if not isinstance(raw, Mapping):
+        return (_scalar(check, raw, path),)
+    check.keys(raw, path, ("start", "stop", "step"), required=("start", "stop"))
+    start = check.real(raw["start"], f"{path}.start")
+    stop = check.real(raw["stop"], f"{path}.stop")
+    step = check.real(1 if raw.get("step") is None else raw["step"], f"{path}.step")
+    if step == 0:
+        check.fail(
+            f"{path}.step", "step must not be 0; use a positive step (or a negative one to count down)"
+        )
+    if all(isinstance(v, int) for v in (start, stop, step)):
+        count = len(range(int(start), int(stop), int(step)))
+    else:  # exact decimal steps: 0.1, 0.2, 0.3 rather than 0.30000000000000004
+        d_start, d_stop, d_step = (Decimal(repr(v)) for v in (start, stop, step))
+        count = max(0, math.ceil((d_stop - d_start) / d_step))
+    if count == 0:
+        check.fail(
+            path,
+            f"the range start={start}, stop={stop}, step={step} is empty (stop is exclusive); "
+            "for counting up use start < stop and a positive step",
+        )
+    if count > MAX_RANGE_VALUES:
+        check.fail(path, f"the range gives {count} values, more than {MAX_RANGE_VALUES}; use a bigger step")
+    if all(isinstance(v, int) for v in (start, stop, step)):
+        return tuple(range(int(start), int(stop), int(step)))
+    return tuple(float(d_start + i * d_step) for i in range(count))
+
+
+def _columns(
+    check: Checker, raw: Any, path: str, what: str, reserved: tuple[str, ...]
+) -> tuple[FieldSpec, ...]:
+    columns = check.mapping(raw, path, f"a mapping of {what} name → column type")
+    return tuple(
+        FieldSpec(
+            _identifier(check, name, f"{path}.{name}", f"{what} name", reserved),
+            _sql_type(check, sql_type, f"{path}.{name}"),
+        )
+        for name, sql_type in columns.items()
+    )
+
+
+def _logtables(check: Checker, raw: Any, path: str, table: str) -> tuple[LogtableSpec, ...]:
+    logtables = check.mapping(raw, path, "a mapping of logtable name → {column: type}")
+    result: list[LogtableSpec] = []
+    for name, body in logtables.items():
+        where = f"{path}.{name}"
+        _identifier(check, name, where, "logtable name", RESERVED_LOGTABLE_NAMES)
+        if len(f"{table}__{name}") > MAX_IDENTIFIER_LENGTH:
+            check.fail(
+                where,
+                f"the logtable is stored as {table}__{name}, longer than {MAX_IDENTIFIER_LENGTH} "
+                "characters; shorten the logtable or table name",
+                InvalidIdentifierError,
+            )
+        if any(log.name.lower() == name.lower() for log in result):
+            check.fail(where, f"logtable {name!r} is defined twice (names are compared case-insensitively)")
+        fields = _columns(check, body, where, "logtable column", RESERVED_LOGTABLE_COLUMNS)
+        if not fields:
+            check.fail(where, "a logtable needs at least one column, e.g. loss: DOUBLE")
+        lowered = [f.name.lower() for f in fields]
+        for f in fields:
+            if lowered.count(f.name.lower()) > 1:
+                check.fail(f"{where}.{f.name}", f"column {f.name!r} is defined twice (case-insensitively)")
+        result.append(LogtableSpec(name, fields))
+    return tuple(result)

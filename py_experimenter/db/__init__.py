@@ -1,0 +1,1 @@
+"""Database layer: engines, table definitions and the dialect-specific claim statements."""

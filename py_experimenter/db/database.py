@@ -1,0 +1,137 @@
+"""One experiment's database: engine (per process), tables, creation and verification."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine
+
+from py_experimenter.db.dialects import Dialect, dialect_for
+from py_experimenter.db.engine import backend_name, create_engine, describe
+from py_experimenter.db.schema import Schema
+from py_experimenter.exceptions import DatabaseConnectionError, TableError
+
+
+class Database:
+    """Engine, dialect and tables for one experiment table.
+
+    The engine is created lazily and again after a fork, so one ``Database`` can be handed
+    to executor processes: each gets its own connections.
+    """
+
+    def __init__(self, url: URL, schema: Schema):
+        self.url = url
+        self.backend = backend_name(url)
+        self.dialect: Dialect = dialect_for(self.backend)
+        self.schema = schema
+        self._engine: Engine | None = None
+        self._engine_pid: int | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Database({describe(self.url)!r}, table={self.schema.main.name!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_engine=None, _engine_pid=None, _lock=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        """This process's engine (a forked child never reuses its parent's connections)."""
+        with self._lock:
+            if self._engine is None or self._engine_pid != os.getpid():
+                if self._engine is not None:
+                    self._engine.dispose(close=False)
+                self._engine = create_engine(self.url)
+                self._engine_pid = os.getpid()
+            return self._engine
+
+    def connect(self) -> Connection:
+        """A new connection from the pool; a clear error (no password) when unreachable."""
+        try:
+            return self.engine.connect()
+        except sa.exc.OperationalError as err:
+            raise DatabaseConnectionError(
+                f"cannot connect to {describe(self.url)}: {_first_line(err.orig)}"
+            ) from None
+
+    def dispose(self) -> None:
+        """Close every pooled connection of this process."""
+        with self._lock:
+            if self._engine is not None and self._engine_pid == os.getpid():
+                self._engine.dispose()
+            self._engine = None
+
+    def ensure_database(self) -> None:
+        """Create the database itself if missing (MySQL / PostgreSQL; SQLite creates files)."""
+        if self.backend == "sqlite" or not self.url.database:
+            return
+        name = self.url.database
+        server = create_engine(self.url.set(database="postgres" if self.backend == "postgresql" else None))
+        try:
+            with server.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                quoted = conn.dialect.identifier_preparer.quote(name)
+                if self.backend == "mysql":
+                    conn.exec_driver_sql(f"CREATE DATABASE IF NOT EXISTS {quoted} CHARACTER SET utf8mb4")
+                else:
+                    exists = conn.execute(
+                        sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+                    ).first()
+                    if not exists:
+                        conn.exec_driver_sql(f"CREATE DATABASE {quoted}")
+        except sa.exc.OperationalError as err:
+            raise DatabaseConnectionError(
+                f"cannot create database {name!r} on {describe(self.url)}: {_first_line(err.orig)}"
+            ) from None
+        finally:
+            server.dispose()
+
+    def create_tables(self) -> None:
+        """Create missing tables; an existing main table must match the configuration."""
+        with self.connect() as conn:
+            try:
+                with conn.begin():
+                    self.schema.metadata.create_all(conn, checkfirst=True)
+            except sa.exc.DBAPIError:
+                # Another process created them at the same moment: verification decides.
+                conn.rollback()
+            self.verify_tables(conn)
+
+    def verify_tables(self, conn: Connection) -> None:
+        """Raise :class:`TableError` when an existing table lacks or adds columns."""
+        inspector = sa.inspect(conn)
+        for table in self.schema.all_tables:
+            if not inspector.has_table(table.name):
+                raise TableError(f"table {table.name!r} could not be created in {describe(self.url)}")
+            existing = [c["name"] for c in inspector.get_columns(table.name)]
+            expected = [c.name for c in table.columns]
+            if {c.lower() for c in existing} != {c.lower() for c in expected}:
+                missing = [c for c in expected if c.lower() not in {e.lower() for e in existing}]
+                extra = [c for c in existing if c.lower() not in {e.lower() for e in expected}]
+                raise TableError(
+                    f"table {table.name!r} already exists with different columns "
+                    f"(missing: {missing}, not in the configuration: {extra}); "
+                    "use another table name, or delete_table() to drop it with its results"
+                )
+
+    def drop_tables(self) -> None:
+        """Drop the main table with its logtables, attempts and codecarbon tables."""
+        with self.connect() as conn, conn.begin():
+            self.schema.metadata.drop_all(conn, checkfirst=True)
+
+    def begin(self) -> Any:
+        """``with db.begin() as conn``: a transaction on a pooled connection."""
+        return self.engine.begin()
+
+
+def _first_line(error: BaseException | None) -> str:
+    text = str(error) if error is not None else "unknown error"
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__

@@ -1,0 +1,168 @@
+"""Table definitions built from the user's configuration (SQLAlchemy Core, no ORM).
+
+Main table columns keep PyExperimenter 1.4.2's order (``ID``, keyfields, ``creation_date``,
+``status``, ``start_date``, ``name``, ``machine``, resultfields, ``end_date``, ``error``), then
+our own bookkeeping columns. ``<table>__<logtable>`` and ``<table>__attempts`` hang off it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+from py_experimenter.config import FieldSpec, TableSpec
+from py_experimenter.sqltypes import parse_sql_type
+
+KEYHASH_LENGTH = 32
+ATTEMPTS_SUFFIX = "attempts"
+CODECARBON_SUFFIX = "codecarbon"
+
+#: A DATETIME with microseconds on MySQL (plain DATETIME would drop them).
+DateTime = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+
+CODECARBON_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("codecarbon_timestamp", "DATETIME"),
+    ("project_name", "VARCHAR(255)"),
+    ("run_id", "VARCHAR(255)"),
+    ("duration_seconds", "DOUBLE"),
+    ("emissions_kg", "DOUBLE"),
+    ("emissions_rate_kg_sec", "DOUBLE"),
+    ("cpu_power_watt", "DOUBLE"),
+    ("gpu_power_watt", "DOUBLE"),
+    ("ram_power_watt", "DOUBLE"),
+    ("cpu_energy_kw", "DOUBLE"),
+    ("gpu_energy_kw", "DOUBLE"),
+    ("ram_energy_kw", "DOUBLE"),
+    ("energy_consumed_kw", "DOUBLE"),
+    ("country_name", "VARCHAR(255)"),
+    ("country_iso_code", "VARCHAR(255)"),
+    ("region", "VARCHAR(255)"),
+    ("cloud_provider", "VARCHAR(255)"),
+    ("cloud_region", "VARCHAR(255)"),
+    ("os", "VARCHAR(255)"),
+    ("python_version", "VARCHAR(255)"),
+    ("codecarbon_version", "VARCHAR(255)"),
+    ("cpu_count", "DOUBLE"),
+    ("cpu_model", "VARCHAR(255)"),
+    ("gpu_count", "DOUBLE"),
+    ("gpu_model", "VARCHAR(255)"),
+    ("longitude", "VARCHAR(255)"),
+    ("latitude", "VARCHAR(255)"),
+    ("ram_total_size", "DOUBLE"),
+    ("tracking_mode", "VARCHAR(255)"),
+    ("on_cloud", "VARCHAR(255)"),
+    ("power_usage_efficiency", "DOUBLE"),
+    ("offline_mode", "BOOL"),
+)
+
+
+def timestamp_column(resultfield: str) -> str:
+    """Name of the column that records when ``resultfield`` was last written."""
+    return f"{resultfield}_timestamp"
+
+
+def _experiment_fk(spec: TableSpec) -> sa.ForeignKey:
+    return sa.ForeignKey(f"{spec.name}.ID", ondelete="CASCADE")
+
+
+def _user_column(spec: FieldSpec) -> sa.Column:
+    return sa.Column(spec.name, parse_sql_type(spec.sql_type), nullable=True)
+
+
+@dataclass(frozen=True)
+class Schema:
+    """All tables of one experiment: main, logtables, attempts and codecarbon."""
+
+    spec: TableSpec
+    metadata: sa.MetaData
+    main: sa.Table
+    attempts: sa.Table
+    logtables: dict[str, sa.Table]
+    codecarbon: sa.Table
+
+    @property
+    def all_tables(self) -> list[sa.Table]:
+        """Every table, parents first (the order to create; reverse it to drop)."""
+        return [self.main, self.attempts, *self.logtables.values(), self.codecarbon]
+
+
+def build_schema(spec: TableSpec) -> Schema:
+    """Build the SQLAlchemy tables for ``spec`` (nothing touches the database)."""
+    metadata = sa.MetaData()
+    main = _main_table(spec, metadata)
+    attempts = sa.Table(
+        f"{spec.name}__{ATTEMPTS_SUFFIX}",
+        metadata,
+        sa.Column("ID", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("experiment_id", sa.Integer, _experiment_fk(spec), nullable=False),
+        sa.Column("attempt", sa.Integer, nullable=False),
+        sa.Column("worker", sa.String(255)),
+        sa.Column("machine", sa.String(255)),
+        sa.Column("job_id", sa.String(64)),
+        sa.Column("started_at", DateTime),
+        sa.Column("ended_at", DateTime),
+        sa.Column("outcome", sa.String(32)),
+        sa.Column("error", LongText),
+        sa.Column("cpu_seconds", sa.Double),
+        sa.Column("max_rss_mb", sa.Double),
+        sa.UniqueConstraint("experiment_id", "attempt", name=f"uq_{spec.name}_attempt"[:64]),
+    )
+    logtables = {
+        log.name: sa.Table(
+            f"{spec.name}__{log.name}",
+            metadata,
+            sa.Column("ID", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("experiment_id", sa.Integer, _experiment_fk(spec), nullable=False, index=True),
+            sa.Column("timestamp", DateTime),
+            *(_user_column(f) for f in log.fields),
+            sa.Column("attempt", sa.Integer),
+        )
+        for log in spec.logtables
+    }
+    codecarbon = sa.Table(
+        f"{spec.name}_{CODECARBON_SUFFIX}",
+        metadata,
+        sa.Column("ID", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("experiment_id", sa.Integer, _experiment_fk(spec), nullable=False, index=True),
+        *(_user_column(FieldSpec(name, sql_type)) for name, sql_type in CODECARBON_COLUMNS),
+    )
+    return Schema(spec, metadata, main, attempts, logtables, codecarbon)
+
+
+def _main_table(spec: TableSpec, metadata: sa.MetaData) -> sa.Table:
+    resultfield_columns: list[sa.Column] = []
+    for field in spec.resultfields:
+        resultfield_columns.append(_user_column(field))
+        if spec.result_timestamps:
+            resultfield_columns.append(sa.Column(timestamp_column(field.name), DateTime))
+    name = spec.name
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("ID", sa.Integer, primary_key=True, autoincrement=True),
+        *(_user_column(FieldSpec(k.name, k.sql_type)) for k in spec.keyfields),
+        sa.Column("creation_date", DateTime),
+        sa.Column("status", sa.String(255), nullable=False),
+        sa.Column("start_date", DateTime),
+        sa.Column("name", LongText),
+        sa.Column("machine", sa.String(255)),
+        *resultfield_columns,
+        sa.Column("end_date", DateTime),
+        sa.Column("error", LongText),
+        sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("worker", sa.String(255)),
+        sa.Column("job_id", sa.String(64)),
+        sa.Column("lease_until", DateTime),
+        sa.Column("heartbeat_at", DateTime),
+        sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("keyhash", sa.CHAR(KEYHASH_LENGTH), nullable=False),
+        sa.UniqueConstraint("keyhash", name=f"uq_{name}_keyhash"[:64]),
+        # The claim is a short range scan on this index: ORDER BY priority, ID matches it exactly.
+        sa.Index(f"ix_{name}_claim"[:64], "status", "priority", "ID"),
+        # Finding expired leases: status='running' AND lease_until < now.
+        sa.Index(f"ix_{name}_lease"[:64], "status", "lease_until"),
+    )

@@ -1,0 +1,75 @@
+"""Exceptions raised by py_experimenter.
+
+Everything derives from :class:`PyExperimenterError`, so ``except PyExperimenterError``
+catches every problem the library reports on purpose.
+"""
+
+from __future__ import annotations
+
+
+class PyExperimenterError(Exception):
+    """Base class of every error raised on purpose by py_experimenter."""
+
+
+class ConfigError(PyExperimenterError, ValueError):
+    """An experiment or credential file is malformed.
+
+    The message names the file, the key path (``PY_EXPERIMENTER.Database.table.name``) and
+    the valid keys or the rule that was broken.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, key_path: str | None = None):
+        self.source = source
+        self.key_path = key_path
+        prefix = ""
+        if source:
+            prefix += f"{source}: "
+        if key_path:
+            prefix += f"{key_path}: "
+        super().__init__(prefix + message)
+
+
+class InvalidIdentifierError(ConfigError):
+    """A table, column or logtable name breaks the identifier rule."""
+
+
+class CredentialsError(ConfigError):
+    """The credential file is missing, malformed, or names an unset environment variable."""
+
+
+class DatabaseConnectionError(PyExperimenterError):
+    """The database cannot be reached (the message never contains a password)."""
+
+
+class TableError(PyExperimenterError):
+    """The table is missing, or exists with columns that differ from the configuration."""
+
+
+class InvalidResultFieldError(PyExperimenterError, KeyError):
+    """``process_results`` got a field that is not a resultfield of the table."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidLogFieldError(PyExperimenterError, KeyError):
+    """``process_logs`` got a logtable or column that the configuration does not define."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class LeaseLostError(PyExperimenterError):
+    """A fenced write matched no row: this executor no longer owns the experiment.
+
+    Raised inside the experiment function when it writes results or logs after its attempt
+    was taken over (lease expired, reset, or cancelled). The executor stops that experiment.
+    """
+
+
+class ExperimentNotRunnableError(PyExperimenterError):
+    """An experiment asked for by keyfields or ID is not in a state that allows running it."""
+
+
+class FillError(PyExperimenterError, ValueError):
+    """Rows given to a fill method do not match the table's keyfields."""

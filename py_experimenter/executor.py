@@ -1,0 +1,151 @@
+"""The executor loop: claim → run the experiment function → record the outcome.
+
+User exceptions become ``error`` rows with the full traceback and never stop the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from py_experimenter.emissions import EmissionsRecorder
+from py_experimenter.exceptions import LeaseLostError, PyExperimenterError
+from py_experimenter.queue import Experiment, ExperimentQueue
+from py_experimenter.result_processor import ResultProcessor
+from py_experimenter.status import ExperimentStatus
+
+logger = logging.getLogger("py-experimenter")
+
+ExperimentFunction = Callable[[dict[str, Any], ResultProcessor, dict[str, Any]], Any]
+
+_FINAL = {
+    None: ExperimentStatus.DONE,
+    ExperimentStatus.DONE: ExperimentStatus.DONE,
+    ExperimentStatus.ERROR: ExperimentStatus.ERROR,
+    ExperimentStatus.PAUSED: ExperimentStatus.PAUSED,
+}
+
+
+def final_status(returned: Any) -> tuple[ExperimentStatus, str | None]:
+    """Map the experiment function's return value onto the row's status (1.4.2 semantics)."""
+    value = getattr(returned, "value", returned)  # also 1.4.2's own ExperimentStatus enum
+    try:
+        status = ExperimentStatus(value) if value is not None else None
+    except ValueError:
+        status = ExperimentStatus.ALL  # not a final status
+    if status in _FINAL:
+        return _FINAL[status], None
+    return ExperimentStatus.ERROR, (
+        f"the experiment function returned {returned!r}; return None or ExperimentStatus.DONE, "
+        "ExperimentStatus.ERROR or ExperimentStatus.PAUSED"
+    )
+
+
+class Executor:
+    """Runs claimed experiments one at a time in this process."""
+
+    def __init__(
+        self,
+        queue: ExperimentQueue,
+        function: ExperimentFunction,
+        custom: Mapping[str, Any],
+        *,
+        emissions: EmissionsRecorder | None = None,
+        random_order: bool = False,
+    ):
+        self.queue = queue
+        self.function = function
+        self.custom = custom
+        self.emissions = emissions
+        self.random_order = random_order
+
+    def run(self, max_experiments: int = -1, budget: Any = None) -> int:
+        """Claim and run experiments until none is left or ``max_experiments`` ran (-1: no limit).
+
+        ``budget`` is an optional shared ``multiprocessing.Value`` counting down the
+        experiments all executor processes together may still start.
+        """
+        done = 0
+        try:
+            while max_experiments < 0 or done < max_experiments:
+                if budget is not None and not _take(budget):
+                    break
+                experiment = self.queue.claim(random_order=self.random_order)
+                if experiment is None:
+                    break
+                self.run_experiment(experiment)
+                done += 1
+        finally:
+            self.queue.close()
+        return done
+
+    def run_experiment(self, experiment: Experiment) -> ExperimentStatus | None:
+        """Run one claimed experiment and record its outcome; None if the lease was lost."""
+        processor = ResultProcessor(self.queue, experiment)
+        error: str | None = None
+        if self.emissions:
+            self.emissions.start()
+        try:
+            returned = self.function(dict(experiment.keyfields), processor, dict(self.custom))
+        except LeaseLostError as lost:
+            logger.warning("abandoning experiment %s: %s", experiment.id, lost)
+            return None
+        except Exception:
+            error = traceback.format_exc()
+            logger.error("experiment %s failed:\n%s", experiment.id, error)
+            status = ExperimentStatus.ERROR
+        else:
+            status, error = final_status(returned)
+        finally:
+            if self.emissions:
+                self.emissions.stop(self.queue, experiment)
+        try:
+            self.queue.finish(experiment, status, error=error)
+        except LeaseLostError as lost:
+            logger.warning("result of experiment %s discarded: %s", experiment.id, lost)
+            return None
+        return status
+
+
+def _take(budget: Any) -> bool:
+    with budget.get_lock():
+        if budget.value <= 0:
+            return False
+        budget.value -= 1
+        return True
+
+
+def run_processes(executor: Executor, n_jobs: int, max_experiments: int = -1) -> int:
+    """Run ``n_jobs`` executor processes on this node; returns how many experiments ran."""
+    if n_jobs <= 1:
+        return executor.run(max_experiments)
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
+    budget = ctx.Value("l", max_experiments) if max_experiments >= 0 else None
+    counter = ctx.Value("l", 0)
+    executor.queue.close()
+    executor.queue.db.dispose()
+    processes = [
+        ctx.Process(target=_child, args=(executor, budget, counter), name=f"py-experimenter-{i}")
+        for i in range(n_jobs)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    failed = [p.name for p in processes if p.exitcode != 0]
+    if failed:
+        raise PyExperimenterError(
+            f"executor processes {failed} exited abnormally; see the log above. Experiments they "
+            "had claimed stay 'running' until their lease expires"
+        )
+    return int(counter.value)
+
+
+def _child(executor: Executor, budget: Any, counter: Any) -> None:
+    ran = executor.run(-1, budget)
+    with counter.get_lock():
+        counter.value += ran

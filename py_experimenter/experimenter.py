@@ -1,0 +1,277 @@
+"""The ``PyExperimenter`` facade: PyExperimenter 1.4.2's constructor and methods, wired onto
+the queue, executor and analysis modules."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from py_experimenter.config import ExperimentConfig, load_experiment_config
+from py_experimenter.credentials import resolve_database_url
+from py_experimenter.db.database import Database
+from py_experimenter.db.schema import build_schema
+from py_experimenter.emissions import EmissionsRecorder, codecarbon_available
+from py_experimenter.exceptions import ConfigError, ExperimentNotRunnableError
+from py_experimenter.executor import Executor, ExperimentFunction, run_processes
+from py_experimenter.fill import fill_rows
+from py_experimenter.grid import RowCanonicalizer, combine, grid_rows
+from py_experimenter.queue import ExperimentQueue, WorkerIdentity
+from py_experimenter.result_processor import ResultProcessor
+from py_experimenter.status import ExperimentStatus
+
+__all__ = ["ExperimentStatus", "PyExperimenter", "ResultProcessor"]
+
+
+class PyExperimenter:
+    """Fill an experiment table from a YAML grid and execute its experiments, from any number
+    of processes and machines at once.
+
+    :param experiment_configuration_file_path: the experiment YAML file.
+    :param database_credential_file_path: the credential YAML file (MySQL / PostgreSQL); the
+        environment variable ``PY_EXPERIMENTER_CREDENTIALS`` may name it instead.
+    :param use_ssh_tunnel: accepted for 1.4.2 compatibility; True is not supported.
+    :param table_name: overrides the table name of the experiment file.
+    :param database_name: overrides the database name of the experiment file.
+    :param use_codecarbon: track emissions with CodeCarbon when it is installed.
+    :param name: stored in each row's ``name`` column.
+    :param logger_name: the logger used (no handlers are added: configure logging yourself).
+    :param log_level: that logger's level.
+    :param log_file: accepted for 1.4.2 compatibility; configure a ``logging.FileHandler`` instead.
+    """
+
+    def __init__(
+        self,
+        experiment_configuration_file_path: str | os.PathLike[str] = os.path.join("config", "experiment_configuration.yml"),
+        database_credential_file_path: str | os.PathLike[str] | None = os.path.join("config", "database_credentials.yml"),
+        use_ssh_tunnel: bool | None = None,
+        table_name: str | None = None,
+        database_name: str | None = None,
+        use_codecarbon: bool = True,
+        name: str = "PyExperimenter",
+        logger_name: str = "py-experimenter",
+        log_level: int | str = logging.INFO,
+        log_file: str | None = None,
+    ):
+        self.logger = logging.getLogger(logger_name)
+        self.logger.setLevel(log_level)
+        self.config: ExperimentConfig = load_experiment_config(
+            experiment_configuration_file_path, table_name=table_name, database_name=database_name
+        )
+        if use_ssh_tunnel:
+            raise ConfigError(
+                "SSH tunnels are not supported; forward the database port yourself "
+                "(ssh -L 3306:db-host:3306 gateway) and point the credential file at 127.0.0.1"
+            )
+        self.name = name
+        self.use_codecarbon = use_codecarbon and codecarbon_available()
+        database = self.config.database
+        credential_path = database_credential_file_path
+        if credential_path is not None and not os.path.exists(credential_path) and "PY_EXPERIMENTER_CREDENTIALS" in os.environ:
+            credential_path = None
+        url = resolve_database_url(database.provider, database.database, credential_path)
+        self.db = Database(url, build_schema(database.table))
+        self._tables_ready = False
+
+    def __repr__(self) -> str:
+        return f"PyExperimenter(table={self.config.table.name!r}, db={self.db!r})"
+
+    # -- tables ------------------------------------------------------------------------
+
+    def create_table(self, create_database: bool = False) -> None:
+        """Create the table (and its logtables) if missing; an existing one must match the config."""
+        if create_database:
+            self.db.ensure_database()
+        self.db.create_tables()
+        self._tables_ready = True
+
+    def _ensure_tables(self) -> None:
+        if not self._tables_ready:
+            self.create_table()
+
+    def delete_table(self) -> None:
+        """Drop the table with its logtables, attempt history and codecarbon table."""
+        self.db.drop_tables()
+        self._tables_ready = False
+
+    # -- filling -----------------------------------------------------------------------
+
+    def fill_table_from_config(self) -> int:
+        """Add one row per combination of the configured keyfield values (existing ones are kept)."""
+        return self.fill_table_with_rows(grid_rows(self.config.table.keyfields))
+
+    def fill_table_from_combination(
+        self,
+        fixed_parameter_combinations: Sequence[Mapping[str, Any]] | None = None,
+        parameters: Mapping[str, Sequence[Any]] | None = None,
+    ) -> int:
+        """Add rows: every fixed combination × the cartesian product of ``parameters``."""
+        rows = combine(self.config.table.keyfield_names, parameters, fixed_parameter_combinations)
+        return self.fill_table_with_rows(rows)
+
+    def fill_table_with_rows(self, rows: Any) -> int:
+        """Add the given rows (dicts of keyfield values); rows already in the table are skipped.
+
+        Returns how many rows were added.
+        """
+        self._ensure_tables()
+        added = fill_rows(self.db, rows)
+        self.logger.info("added %d experiments to %s", added, self.config.table.name)
+        return added
+
+    # -- execution ---------------------------------------------------------------------
+
+    def _queue(self) -> ExperimentQueue:
+        execution = self.config.execution
+        return ExperimentQueue(self.db, WorkerIdentity(name=self.name), lease_seconds=execution.lease_seconds)
+
+    def _executor(self, function: ExperimentFunction, random_order: bool = False) -> Executor:
+        emissions = EmissionsRecorder(self.config.codecarbon) if self.use_codecarbon else None
+        return Executor(self._queue(), function, self.config.custom, emissions=emissions,
+                        random_order=random_order)
+
+    def execute(
+        self,
+        experiment_function: ExperimentFunction | None = None,
+        random_order: bool = False,
+        n_jobs: int | None = None,
+        max_experiments: int = -1,
+    ) -> int:
+        """Claim and run open experiments until none is left, or ``max_experiments`` ran.
+
+        ``n_jobs`` executor processes run at once (default: ``n_jobs`` of the experiment
+        file). ``max_experiments`` counts across all of them; fewer remaining is not an error.
+        Returns how many experiments this call ran.
+        """
+        if experiment_function is None:
+            raise ConfigError(
+                "no experiment function given; pass execute(experiment_function) "
+                "(the docker and command adapters come with Execution.adapter)"
+            )
+        self._ensure_tables()
+        jobs = self.config.n_jobs if n_jobs is None else n_jobs
+        ran = run_processes(self._executor(experiment_function, random_order), jobs, max_experiments)
+        self.logger.info("executed %d experiments", ran)
+        return ran
+
+    def add_experiment_and_execute(
+        self, keyfield_values: Mapping[str, Any], experiment_function: ExperimentFunction
+    ) -> None:
+        """Add one experiment (if new) and run it now in this process.
+
+        An existing combination is run if it is still ``created``; otherwise a clear error.
+        """
+        self._ensure_tables()
+        fill_rows(self.db, [keyfield_values])
+        canonicalizer = RowCanonicalizer(self.config.table.keyfields)
+        keyhash = canonicalizer.keyhash(canonicalizer.normalize(keyfield_values))
+        experiment_id, status = self._find(keyhash)
+        self._run_one(experiment_id, ExperimentStatus.CREATED, status, experiment_function)
+
+    def unpause_experiment(self, experiment_id: int, experiment_function: ExperimentFunction) -> None:
+        """Run a ``paused`` experiment again with ``experiment_function``."""
+        self._ensure_tables()
+        self._run_one(experiment_id, ExperimentStatus.PAUSED, None, experiment_function)
+
+    def _run_one(self, experiment_id: int, expected: ExperimentStatus, status: str | None,
+                 function: ExperimentFunction) -> None:
+        executor = self._executor(function)
+        try:
+            experiment = executor.queue.claim_id(experiment_id, expected)
+            if experiment is None:
+                current = status or self._status_of(experiment_id)
+                raise ExperimentNotRunnableError(
+                    f"experiment {experiment_id} is {current!r}, not {expected.value!r}; "
+                    f"reset it first (reset_experiments({current!r})) to run it again"
+                    if current else f"there is no experiment with ID {experiment_id}"
+                )
+            executor.run_experiment(experiment)
+        finally:
+            executor.queue.close()
+
+    def attach(self, experiment_function: Callable[[ResultProcessor], Any], experiment_id: int) -> Any:
+        """Call ``experiment_function(result_processor)`` for an experiment that is running now.
+
+        Its writes are fenced to the running attempt, like the experiment's own.
+        """
+        queue = self._queue()
+        experiment = queue.current_attempt(experiment_id)
+        if experiment is None:
+            raise ExperimentNotRunnableError(
+                f"experiment {experiment_id} is not running ({self._status_of(experiment_id)!r}); "
+                "attach only works while it runs"
+            )
+        try:
+            return experiment_function(ResultProcessor(queue, experiment))
+        finally:
+            queue.close()
+
+    def _find(self, keyhash: str) -> tuple[int, str]:
+        import sqlalchemy as sa
+
+        main = self.db.schema.main
+        with self.db.begin() as conn:
+            row = conn.execute(sa.select(main.c.ID, main.c.status).where(main.c.keyhash == keyhash)).one()
+        return int(row.ID), str(row.status)
+
+    def _status_of(self, experiment_id: int) -> str | None:
+        import sqlalchemy as sa
+
+        main = self.db.schema.main
+        with self.db.begin() as conn:
+            return conn.scalar(sa.select(main.c.status).where(main.c.ID == experiment_id))
+
+    # -- maintenance and analysis ------------------------------------------------------
+
+    def reset_experiments(self, *states: str | ExperimentStatus) -> int:
+        """Put experiments in ``states`` (or ``"all"``) back to ``created``, in place.
+
+        IDs and logtable rows stay; every earlier try remains in ``<table>__attempts``.
+        Returns how many experiments were reset.
+        """
+        if not states:
+            self.logger.warning("reset_experiments() called without states; nothing was reset")
+            return 0
+        statuses = []
+        for state in states:
+            value = getattr(state, "value", state)
+            try:
+                statuses.append(ExperimentStatus(value))
+            except ValueError:
+                valid = [s.value for s in ExperimentStatus]
+                raise ConfigError(f"unknown status {state!r}; valid statuses are {valid}") from None
+        self._ensure_tables()
+        return self._queue().reset(statuses)
+
+    def get_table(self) -> pd.DataFrame:
+        """The experiment table as a DataFrame."""
+        return self._read(self.db.schema.main.name)
+
+    def get_logtable(self, logtable_name: str) -> pd.DataFrame:
+        """A logtable (by its name in the experiment file) as a DataFrame."""
+        if logtable_name not in self.db.schema.logtables:
+            raise ConfigError(
+                f"{logtable_name!r} is not a logtable; the logtables are {list(self.db.schema.logtables)}"
+            )
+        return self._read(self.db.schema.logtables[logtable_name].name)
+
+    def get_attempts_table(self) -> pd.DataFrame:
+        """Every try of every experiment (worker, host, job, start, end, outcome, error)."""
+        return self._read(self.db.schema.attempts.name)
+
+    def get_codecarbon_table(self) -> pd.DataFrame:
+        """The CodeCarbon emissions table as a DataFrame."""
+        return self._read(self.db.schema.codecarbon.name)
+
+    def close_ssh(self) -> None:
+        """Accepted for 1.4.2 compatibility; there is no tunnel to close."""
+        self.logger.warning("No ssh tunnel to close")
+
+    def _read(self, table: str) -> pd.DataFrame:
+        self._ensure_tables()
+        with self.db.connect() as conn:
+            quoted = conn.dialect.identifier_preparer.quote(table)
+            return pd.read_sql_query(f"SELECT * FROM {quoted} ORDER BY ID", conn)

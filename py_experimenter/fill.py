@@ -1,0 +1,51 @@
+"""Filling the experiment table: batched, idempotent, and safe when several processes fill at once.
+
+Each row carries the hash of its keyfield values under a UNIQUE index; inserts skip rows
+whose hash exists, so a repeated or concurrent fill never creates a duplicate experiment.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from py_experimenter.db.database import Database
+from py_experimenter.grid import RowCanonicalizer
+from py_experimenter.status import ExperimentStatus
+
+BATCH_SIZE = 5000
+
+
+def fill_rows(db: Database, rows: Iterable[Mapping[str, Any]], *, batch_size: int = BATCH_SIZE) -> int:
+    """Insert experiments for ``rows`` (keyfield → value) that are not in the table yet.
+
+    Returns how many rows were added (under a concurrent fill, rows the other process
+    added at the same moment may be counted by both).
+    """
+    main = db.schema.main
+    canonicalizer = RowCanonicalizer(db.schema.spec.keyfields)
+    insert = db.dialect.insert_skipping_duplicates(main).values(
+        status=ExperimentStatus.CREATED.value, creation_date=db.dialect.now()
+    )
+    existing_in = sa.select(main.c.keyhash).where(main.c.keyhash.in_(sa.bindparam("hashes", expanding=True)))
+    added = 0
+    with db.connect() as conn:
+        with conn.begin():
+            check_existing = conn.execute(sa.select(main.c.ID).limit(1)).first() is not None
+        for batch in _batches(canonicalizer.prepare(rows), batch_size):
+            with conn.begin():
+                if check_existing:
+                    present = set(conn.scalars(existing_in, {"hashes": [r["keyhash"] for r in batch]}))
+                    batch = [r for r in batch if r["keyhash"] not in present]
+                if batch:
+                    conn.execute(insert, batch)
+                    added += len(batch)
+    return added
+
+
+def _batches(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    while batch := list(itertools.islice(rows, size)):
+        yield batch

@@ -1,0 +1,323 @@
+"""The experiment table as a queue: fill, claim, fenced writes, finish, reset.
+
+This module decides *which* transition happens; the SQL that differs per backend lives in
+:mod:`py_experimenter.db.dialects`. Hot-path statements are built once per queue and run
+with bound parameters on one persistent connection per process.
+
+Fencing: every write of a running experiment carries ``ID = :id AND attempt = :attempt AND
+status = 'running'``. When that matches no row the attempt was taken over, and the write
+raises :class:`~py_experimenter.exceptions.LeaseLostError` instead of overwriting anything.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from py_experimenter.db.database import Database
+from py_experimenter.exceptions import LeaseLostError
+from py_experimenter.status import ExperimentStatus
+
+RUNNING = ExperimentStatus.RUNNING.value
+CREATED = ExperimentStatus.CREATED.value
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    """Who claims: recorded on the row and in the attempts table."""
+
+    name: str = "PyExperimenter"
+    machine: str = field(default_factory=socket.gethostname)
+    job_id: str | None = field(default_factory=lambda: slurm_job_id())
+
+    @property
+    def worker(self) -> str:
+        return f"{self.machine}:{os.getpid()}"
+
+
+def slurm_job_id() -> str | None:
+    """``<job>`` or ``<array job>_<task>`` inside a Slurm job, else None."""
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_job and task:
+        return f"{array_job}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A claimed experiment: its row ID, the attempt this executor owns, and its keyfields."""
+
+    id: int
+    attempt: int
+    keyfields: dict[str, Any]
+
+
+class ExperimentQueue:
+    """Transitions of experiment rows, safe with any number of executors at once."""
+
+    def __init__(self, db: Database, identity: WorkerIdentity | None = None, *, lease_seconds: float = 120.0):
+        self.db = db
+        self.identity = identity or WorkerIdentity()
+        self.lease_seconds = lease_seconds
+        self._conn: Connection | None = None
+        self._conn_pid: int | None = None
+        self._statements = _Statements(db)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_conn=None, _conn_pid=None)
+        return state
+
+    # -- connections -------------------------------------------------------------------
+
+    @property
+    def conn(self) -> Connection:
+        """This process's persistent connection for the hot path."""
+        if self._conn is None or self._conn_pid != os.getpid() or self._conn.invalidated:
+            self._conn = self.db.connect()
+            self._conn_pid = os.getpid()
+        return self._conn
+
+    def close(self) -> None:
+        """Return the persistent connection to the pool."""
+        if self._conn is not None and self._conn_pid == os.getpid():
+            self._conn.close()
+        self._conn = None
+
+    # -- claims ------------------------------------------------------------------------
+
+    def claim(self, *, random_order: bool = False) -> Experiment | None:
+        """Claim the next ``created`` experiment, or None when none is left to claim."""
+        st = self._statements
+        conn = self.conn
+        with conn.begin():
+            if st.claim_returning is not None and not random_order:
+                row = conn.execute(st.claim_returning, self._claim_params()).first()
+            else:
+                picked = conn.execute(st.pick_random if random_order else st.pick).first()
+                if picked is None:
+                    return None
+                row = picked if conn.execute(
+                    st.claim_by_id, {**self._claim_params(), "eid": picked.ID, "from_status": CREATED}
+                ).rowcount == 1 else None
+            if row is None:
+                return None
+            return self._open_attempt(conn, row)
+
+    def claim_id(self, experiment_id: int, from_status: ExperimentStatus) -> Experiment | None:
+        """Claim one given experiment if it is in ``from_status``; None otherwise."""
+        st = self._statements
+        conn = self.conn
+        with conn.begin():
+            row = conn.execute(st.select_by_id, {"eid": experiment_id}).first()
+            if row is None or row.status != from_status.value:
+                return None
+            params = {**self._claim_params(), "eid": experiment_id, "from_status": from_status.value}
+            if conn.execute(st.claim_by_id, params).rowcount != 1:
+                return None
+            return self._open_attempt(conn, row)
+
+    def _claim_params(self) -> dict[str, Any]:
+        ident = self.identity
+        return {
+            "worker": ident.worker,
+            "machine": ident.machine,
+            "name": ident.name,
+            "job_id": ident.job_id,
+            "lease": self.db.dialect.seconds_param(self.lease_seconds),
+        }
+
+    def _open_attempt(self, conn: Connection, row: Any) -> Experiment:
+        attempt = row.attempt + 1
+        ident = self.identity
+        conn.execute(
+            self._statements.insert_attempt,
+            {"eid": row.ID, "att": attempt, "worker": ident.worker, "machine": ident.machine,
+             "job_id": ident.job_id},
+        )
+        names = self.db.schema.spec.keyfield_names
+        return Experiment(row.ID, attempt, {name: getattr(row, name) for name in names})
+
+    # -- fenced writes -----------------------------------------------------------------
+
+    def write_results(self, experiment: Experiment, values: Mapping[str, Any]) -> None:
+        """Write resultfields (and their timestamps) of a running experiment, fenced."""
+        if not values:
+            return
+        stmt = self._statements.results_update(frozenset(values))
+        with self.conn.begin():
+            result = self.conn.execute(stmt, {**values, **_fence(experiment)})
+            if result.rowcount != 1:
+                raise self._lease_lost(experiment, "results")
+
+    def write_logs(self, experiment: Experiment, rows: Mapping[str, list[dict[str, Any]]]) -> None:
+        """Append rows to logtables for a running experiment, fenced (all or nothing)."""
+        st = self._statements
+        conn = self.conn
+        with conn.begin():
+            if conn.execute(st.lock_running, _fence(experiment)).first() is None:
+                raise self._lease_lost(experiment, "logs")
+            for logtable, entries in rows.items():
+                params = [{**entry, "experiment_id": experiment.id, "attempt": experiment.attempt}
+                          for entry in entries]
+                conn.execute(st.log_insert(logtable, frozenset(entries[0])), params)
+
+    def finish(
+        self,
+        experiment: Experiment,
+        status: ExperimentStatus,
+        *,
+        outcome: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Close the attempt and set the row's final status, fenced."""
+        st = self._statements
+        conn = self.conn
+        with conn.begin():
+            result = conn.execute(st.finish, {**_fence(experiment), "new_status": status.value, "error": error})
+            if result.rowcount != 1:
+                raise self._lease_lost(experiment, "status")
+            conn.execute(
+                st.close_attempt,
+                {"eid": experiment.id, "att": experiment.attempt, "outcome": outcome or status.value,
+                 "error": error},
+            )
+
+    def current_attempt(self, experiment_id: int) -> Experiment | None:
+        """The running attempt of ``experiment_id`` (for ``attach``), or None if not running."""
+        with self.db.begin() as conn:
+            row = conn.execute(self._statements.select_by_id, {"eid": experiment_id}).first()
+        if row is None or row.status != RUNNING:
+            return None
+        names = self.db.schema.spec.keyfield_names
+        return Experiment(row.ID, row.attempt, {name: getattr(row, name) for name in names})
+
+    def _lease_lost(self, experiment: Experiment, what: str) -> LeaseLostError:
+        return LeaseLostError(
+            f"experiment {experiment.id} attempt {experiment.attempt}: {what} not written, this "
+            "executor no longer owns it (its lease expired, or it was reset or taken over)"
+        )
+
+    # -- administration ----------------------------------------------------------------
+
+    def reset(self, statuses: Iterable[ExperimentStatus]) -> int:
+        """Put experiments in ``statuses`` back to ``created`` in place; returns how many.
+
+        IDs, logtable rows and attempt history stay. The attempt counter is kept, so a
+        still-running executor of a reset experiment is fenced out. Its open attempt is
+        closed as ``cancelled``.
+        """
+        values = {s.value for s in statuses}
+        if ExperimentStatus.ALL.value in values:
+            values = {s.value for s in ExperimentStatus if s is not ExperimentStatus.ALL}
+        main, attempts = self.db.schema.main, self.db.schema.attempts
+        clear = {c.name: None for c in main.columns if c.name in _reset_columns(self.db)}
+        with self.db.begin() as conn:
+            if RUNNING in values:
+                running = sa.select(main.c.ID).where(main.c.status == RUNNING).scalar_subquery()
+                conn.execute(
+                    sa.update(attempts)
+                    .where(attempts.c.experiment_id.in_(running), attempts.c.ended_at.is_(None))
+                    .values(ended_at=self.db.dialect.now(), outcome="cancelled", error="reset")
+                )
+            result = conn.execute(
+                sa.update(main).where(main.c.status.in_(sorted(values)))
+                .values(status=CREATED, creation_date=self.db.dialect.now(), cancel_requested=False, **clear)
+            )
+        return int(result.rowcount)
+
+    def status_counts(self) -> dict[str, int]:
+        """Number of rows per status."""
+        main = self.db.schema.main
+        with self.db.begin() as conn:
+            rows = conn.execute(sa.select(main.c.status, sa.func.count()).group_by(main.c.status)).all()
+        return {status: int(count) for status, count in rows}
+
+
+def _fence(experiment: Experiment) -> dict[str, Any]:
+    return {"eid": experiment.id, "att": experiment.attempt}
+
+
+def _reset_columns(db: Database) -> set[str]:
+    spec = db.schema.spec
+    fixed = {"start_date", "name", "machine", "end_date", "error", "worker", "job_id", "lease_until",
+             "heartbeat_at"}
+    results = {r.name for r in spec.resultfields}
+    stamps = {f"{r}_timestamp" for r in results} if spec.result_timestamps else set()
+    return fixed | results | stamps
+
+
+class _Statements:
+    """Hot-path statements, built once per queue with bound parameters."""
+
+    def __init__(self, db: Database):
+        d, main, attempts = db.dialect, db.schema.main, db.schema.attempts
+        self._db = db
+        bp = sa.bindparam
+        pick_columns = [main.c.ID, main.c.attempt, *(main.c[k] for k in db.schema.spec.keyfield_names)]
+        self.pick = d.pick_created(main, pick_columns, random_order=False)
+        self.pick_random = d.pick_created(main, pick_columns, random_order=True)
+        self.select_by_id = sa.select(*pick_columns, main.c.status).where(main.c.ID == bp("eid"))
+        claim_values = dict(
+            status=RUNNING, attempt=main.c.attempt + 1, start_date=d.now(), worker=bp("worker"),
+            machine=bp("machine"), name=bp("name"), job_id=bp("job_id"), lease_until=d.now_plus("lease"),
+            heartbeat_at=d.now(), end_date=None, error=None,
+        )
+        self.claim_by_id = (
+            sa.update(main).where(main.c.ID == bp("eid"), main.c.status == bp("from_status")).values(**claim_values)
+        )
+        self.claim_returning: sa.Update | None = None
+        if db.backend == "postgresql":
+            next_id = self.pick.with_only_columns(main.c.ID).scalar_subquery()
+            self.claim_returning = (
+                sa.update(main).where(main.c.ID == next_id).values(**claim_values)
+                .returning(main.c.ID, (main.c.attempt - 1).label("attempt"),
+                           *(main.c[k] for k in db.schema.spec.keyfield_names))
+            )
+        self.insert_attempt = sa.insert(attempts).values(
+            experiment_id=bp("eid"), attempt=bp("att"), worker=bp("worker"), machine=bp("machine"),
+            job_id=bp("job_id"), started_at=d.now(),
+        )
+        self.fence = sa.and_(main.c.ID == bp("eid"), main.c.attempt == bp("att"), main.c.status == RUNNING)
+        self.lock_running = sa.select(main.c.ID).where(self.fence)
+        if d.skip_locked:
+            self.lock_running = self.lock_running.with_for_update()
+        self.finish = sa.update(main).where(self.fence).values(
+            status=bp("new_status"), end_date=d.now(), error=bp("error"), lease_until=None
+        )
+        self.close_attempt = (
+            sa.update(attempts)
+            .where(attempts.c.experiment_id == bp("eid"), attempts.c.attempt == bp("att"))
+            .values(ended_at=d.now(), outcome=bp("outcome"), error=bp("error"))
+        )
+        self._results: dict[frozenset[str], sa.Update] = {}
+        self._logs: dict[tuple[str, frozenset[str]], sa.Insert] = {}
+
+    def results_update(self, fields: frozenset[str]) -> sa.Update:
+        stmt = self._results.get(fields)
+        if stmt is None:
+            main, spec = self._db.schema.main, self._db.schema.spec
+            values: dict[str, Any] = {name: sa.bindparam(name) for name in fields}
+            if spec.result_timestamps:
+                values.update({f"{name}_timestamp": self._db.dialect.now() for name in fields})
+            stmt = sa.update(main).where(self.fence).values(**values)
+            self._results[fields] = stmt
+        return stmt
+
+    def log_insert(self, logtable: str, fields: frozenset[str]) -> sa.Insert:
+        key = (logtable, fields)
+        stmt = self._logs.get(key)
+        if stmt is None:
+            table = self._db.schema.logtables[logtable]
+            stmt = sa.insert(table).values(
+                timestamp=self._db.dialect.now(),
+                **{name: sa.bindparam(name) for name in (*fields, "experiment_id", "attempt")},
+            )
+            self._logs[key] = stmt
+        return stmt

@@ -1,0 +1,126 @@
+"""Shared fixtures: the three real backends and throw-away experiment tables.
+
+MariaDB and PostgreSQL are real servers brought up by ``scripts/services``. Locally an
+unreachable server skips its tests with a loud reason; under ``CI=true`` it fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from py_experimenter.experimenter import PyExperimenter
+
+SERVER_URLS = {
+    "mysql": os.environ.get(
+        "PY_EXPERIMENTER_TEST_MYSQL_URL", "mysql+pymysql://pyexp:pyexp-test@127.0.0.1:3306/py_experimenter_test"
+    ),
+    "postgresql": os.environ.get(
+        "PY_EXPERIMENTER_TEST_POSTGRES_URL",
+        "postgresql+psycopg://pyexp:pyexp-test@127.0.0.1:5432/py_experimenter_test",
+    ),
+}
+BACKENDS = ["sqlite", "mysql", "postgresql"]
+_reachable: dict[str, str | None] = {}
+
+
+def _server_problem(provider: str) -> str | None:
+    """None when the server answers, else why not (cached per session)."""
+    if provider not in _reachable:
+        engine = sa.create_engine(SERVER_URLS[provider])
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            _reachable[provider] = None
+        except Exception as err:  # any driver or network error means "not usable"
+            _reachable[provider] = f"{type(err).__name__}: {str(err).splitlines()[0]}"
+        finally:
+            engine.dispose()
+    return _reachable[provider]
+
+
+def require_server(provider: str) -> None:
+    """Skip (locally) or fail (CI=true) when the server for ``provider`` is unreachable."""
+    if provider == "sqlite":
+        return
+    problem = _server_problem(provider)
+    if problem:
+        message = f"{provider} server unreachable ({problem}); run scripts/services"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip("!!! SKIPPED, NO SERVER: " + message)
+
+
+@dataclass
+class Backend:
+    """Where a test's experiment table lives."""
+
+    provider: str
+    url: str
+    workdir: Path
+
+    def credentials_file(self) -> Path:
+        path = self.workdir / "credentials.yml"
+        path.write_text(yaml.safe_dump({"CREDENTIALS": {"Database": {"url": self.url}}}))
+        return path
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """Each test using this runs once per backend: SQLite file, MariaDB, PostgreSQL."""
+    provider = request.param
+    require_server(provider)
+    url = f"sqlite:///{tmp_path / 'experiments.db'}" if provider == "sqlite" else SERVER_URLS[provider]
+    return Backend(provider, url, tmp_path)
+
+
+def experiment_yaml(
+    provider: str,
+    table: str,
+    keyfields: dict[str, Any],
+    resultfields: dict[str, str] | None = None,
+    logtables: dict[str, dict[str, str]] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """An experiment file as a dict, in PyExperimenter 1.4.2's format."""
+    database: dict[str, Any] = {
+        "provider": provider,
+        "database": "py_experimenter_test",
+        "table": {"name": table, "keyfields": keyfields, "resultfields": resultfields or {}},
+    }
+    if logtables:
+        database["logtables"] = logtables
+    return {"PY_EXPERIMENTER": {"n_jobs": 1, "Database": database, **extra}}
+
+
+MakeExperimenter = Callable[..., PyExperimenter]
+
+
+@pytest.fixture
+def make_experimenter(backend: Backend) -> Iterator[MakeExperimenter]:
+    """Factory for PyExperimenter objects on a fresh uuid-named table; tables dropped afterwards."""
+    created: list[PyExperimenter] = []
+
+    def make(keyfields: dict[str, Any], resultfields: dict[str, str] | None = None,
+             logtables: dict[str, dict[str, str]] | None = None, table: str | None = None,
+             **extra: Any) -> PyExperimenter:
+        name = table or f"t_{uuid.uuid4().hex[:12]}"
+        path = backend.workdir / f"{name}.yml"
+        path.write_text(yaml.safe_dump(experiment_yaml(backend.provider, name, keyfields, resultfields,
+                                                       logtables, **extra)))
+        experimenter = PyExperimenter(str(path), str(backend.credentials_file()), use_codecarbon=False)
+        created.append(experimenter)
+        return experimenter
+
+    yield make
+    for experimenter in created:
+        experimenter.delete_table()
+        experimenter.db.dispose()
