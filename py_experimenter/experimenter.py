@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
+import sqlalchemy as sa
 
 from py_experimenter.config import ExperimentConfig, load_experiment_config
 from py_experimenter.credentials import resolve_database_url
@@ -210,16 +211,12 @@ class PyExperimenter:
             queue.close()
 
     def _find(self, keyhash: str) -> tuple[int, str]:
-        import sqlalchemy as sa
-
         main = self.db.schema.main
         with self.db.begin() as conn:
             row = conn.execute(sa.select(main.c.ID, main.c.status).where(main.c.keyhash == keyhash)).one()
         return int(row.ID), str(row.status)
 
     def _status_of(self, experiment_id: int) -> str | None:
-        import sqlalchemy as sa
-
         main = self.db.schema.main
         with self.db.begin() as conn:
             return conn.scalar(sa.select(main.c.status).where(main.c.ID == experiment_id))
@@ -248,7 +245,7 @@ class PyExperimenter:
 
     def get_table(self) -> pd.DataFrame:
         """The experiment table as a DataFrame."""
-        return self._read(self.db.schema.main.name)
+        return self._read(self.db.schema.main)
 
     def get_logtable(self, logtable_name: str) -> pd.DataFrame:
         """A logtable (by its name in the experiment file) as a DataFrame."""
@@ -256,22 +253,21 @@ class PyExperimenter:
             raise ConfigError(
                 f"{logtable_name!r} is not a logtable; the logtables are {list(self.db.schema.logtables)}"
             )
-        return self._read(self.db.schema.logtables[logtable_name].name)
+        return self._read(self.db.schema.logtables[logtable_name])
 
     def get_attempts_table(self) -> pd.DataFrame:
         """Every try of every experiment (worker, host, job, start, end, outcome, error)."""
-        return self._read(self.db.schema.attempts.name)
+        return self._read(self.db.schema.attempts)
 
     def get_codecarbon_table(self) -> pd.DataFrame:
         """The CodeCarbon emissions table as a DataFrame."""
-        return self._read(self.db.schema.codecarbon.name)
+        return self._read(self.db.schema.codecarbon)
 
     def close_ssh(self) -> None:
         """Accepted for 1.4.2 compatibility; there is no tunnel to close."""
         self.logger.warning("No ssh tunnel to close")
 
-    def _read(self, table: str) -> pd.DataFrame:
+    def _read(self, table: sa.Table) -> pd.DataFrame:
         self._ensure_tables()
         with self.db.connect() as conn:
-            quoted = conn.dialect.identifier_preparer.quote(table)
-            return pd.read_sql_query(f"SELECT * FROM {quoted} ORDER BY ID", conn)
+            return pd.read_sql_query(sa.select(table).order_by(table.c.ID), conn)

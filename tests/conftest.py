@@ -88,13 +88,15 @@ def experiment_yaml(
     keyfields: dict[str, Any],
     resultfields: dict[str, str] | None = None,
     logtables: dict[str, dict[str, str]] | None = None,
+    result_timestamps: bool = False,
     **extra: Any,
 ) -> dict[str, Any]:
     """An experiment file as a dict, in PyExperimenter 1.4.2's format."""
     database: dict[str, Any] = {
         "provider": provider,
         "database": "py_experimenter_test",
-        "table": {"name": table, "keyfields": keyfields, "resultfields": resultfields or {}},
+        "table": {"name": table, "keyfields": keyfields, "resultfields": resultfields or {},
+                  "result_timestamps": result_timestamps},
     }
     if logtables:
         database["logtables"] = logtables
@@ -111,11 +113,12 @@ def make_experimenter(backend: Backend) -> Iterator[MakeExperimenter]:
 
     def make(keyfields: dict[str, Any], resultfields: dict[str, str] | None = None,
              logtables: dict[str, dict[str, str]] | None = None, table: str | None = None,
-             **extra: Any) -> PyExperimenter:
+             result_timestamps: bool = False, **extra: Any) -> PyExperimenter:
         name = table or f"t_{uuid.uuid4().hex[:12]}"
         path = backend.workdir / f"{name}.yml"
         path.write_text(yaml.safe_dump(experiment_yaml(backend.provider, name, keyfields, resultfields,
-                                                       logtables, **extra)))
+                                                       logtables, result_timestamps, **extra),
+                                      sort_keys=False))
         experimenter = PyExperimenter(str(path), str(backend.credentials_file()), use_codecarbon=False)
         created.append(experimenter)
         return experimenter
