@@ -175,7 +175,14 @@ def parse_experiment_config(
     if data is None:
         check.fail("", "the experiment file is empty; it needs a PY_EXPERIMENTER section with a Database")
     root = check.mapping(data, "", "a mapping with the key PY_EXPERIMENTER at the top of the file")
-    check.keys(root, "", ("PY_EXPERIMENTER",), required=("PY_EXPERIMENTER",))
+    if "PY_EXPERIMENTER" not in root:
+        found = ", ".join(map(str, root)) or "nothing"
+        check.fail(
+            "PY_EXPERIMENTER",
+            f"missing the root key PY_EXPERIMENTER (found: {found}); indent the "
+            "sections (Database, Custom, ...) under a top-level PY_EXPERIMENTER:",
+        )
+    check.keys(root, "", ("PY_EXPERIMENTER",))
     path = "PY_EXPERIMENTER"
     section = check.mapping(root["PY_EXPERIMENTER"], path)
     check.keys(section, path, _EXPERIMENTER_KEYS, required=("Database",))
@@ -288,9 +295,10 @@ def _identifier(
             InvalidIdentifierError,
         )
     if len(name) > max_length:
+        why = " (so that <table>_codecarbon and <table>__attempts fit in 64)" if what == "table name" else ""
         check.fail(
             path,
-            f"{what} {name!r} is {len(name)} characters long; at most {max_length} fit here",
+            f"{what} {name!r} is {len(name)} characters long; at most {max_length} fit{why}",
             InvalidIdentifierError,
         )
     reserved = tuple(reserved)

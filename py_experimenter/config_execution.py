@@ -46,6 +46,19 @@ def type_word(value: Any) -> str:
     return next((w for t, w in _TYPE_WORDS.items() if type(value) is t), type(value).__name__)
 
 
+def _suggest(key: str, valid: tuple[str, ...]) -> str:
+    """"did you mean 'x'? " for the valid key closest to ``key`` (exact case first), else ""."""
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    if not close:
+        lowered: dict[str, str] = {}
+        for name in valid:
+            lowered.setdefault(name.lower(), name)
+        close = [lowered[c] for c in difflib.get_close_matches(key.lower(), list(lowered), n=1, cutoff=0.6)]
+    if not close:  # "lease" for "lease_seconds"
+        close = [name for name in valid if name.lower().startswith(key.lower())][:1]
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
 class Checker:
     """Validation helpers that raise :class:`ConfigError` naming the file and the key path."""
 
@@ -80,9 +93,7 @@ class Checker:
             if key in valid:
                 continue
             where = f"{path}.{key}" if path else str(key)
-            lowered = {v.lower(): v for v in valid}
-            close = difflib.get_close_matches(str(key).lower(), list(lowered), n=1, cutoff=0.6)
-            hint = (hints or {}).get(str(key)) or (f"did you mean {lowered[close[0]]!r}? " if close else "")
+            hint = (hints or {}).get(str(key)) or _suggest(str(key), valid)
             self.fail(where, f"unknown key {str(key)!r}; {hint}valid keys here: {', '.join(valid)}")
         for key in required:
             if key not in data:

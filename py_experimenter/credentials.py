@@ -127,11 +127,11 @@ def _port(value: Any, source: str, key_path: str) -> int | None:
 
 def parse_credentials(data: Any, source: str) -> Credentials:
     """Validate the parsed YAML of a credential file and return its :class:`Credentials`."""
-    root = _section(data, source, "")
-    if "CREDENTIALS" not in root:
+    if data is None or (isinstance(data, Mapping) and "CREDENTIALS" not in data):
         raise _fail(
             source, "CREDENTIALS", "missing required key 'CREDENTIALS' (the root of a credential file)"
         )
+    root = _section(data, source, "")
     creds = _section(root["CREDENTIALS"], source, "CREDENTIALS")
     db = _section(creds.get("Database"), source, "CREDENTIALS.Database")
     conn = _section(creds.get("Connection"), source, "CREDENTIALS.Connection")

@@ -12,11 +12,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from py_experimenter.db.database import Database
+from py_experimenter.db.database import Database, retry_transient
+from py_experimenter.db.schema import DateTime
 from py_experimenter.grid import RowCanonicalizer
 from py_experimenter.status import ExperimentStatus
 
 BATCH_SIZE = 5000
+CREATED = ExperimentStatus.CREATED.value
 
 
 def fill_rows(db: Database, rows: Iterable[Mapping[str, Any]], *, batch_size: int = BATCH_SIZE) -> int:
@@ -27,22 +29,34 @@ def fill_rows(db: Database, rows: Iterable[Mapping[str, Any]], *, batch_size: in
     """
     main = db.schema.main
     canonicalizer = RowCanonicalizer(db.schema.spec.keyfields)
-    insert = db.dialect.insert_skipping_duplicates(main).values(
-        status=ExperimentStatus.CREATED.value, creation_date=db.dialect.now()
-    )
+    # Plain bound parameters only: PyMySQL then sends a batch as one multi-row INSERT.
+    insert = db.dialect.insert_skipping_duplicates(main)
     existing_in = sa.select(main.c.keyhash).where(main.c.keyhash.in_(sa.bindparam("hashes", expanding=True)))
     added = 0
     with db.connect() as conn:
         with conn.begin():
-            check_existing = conn.execute(sa.select(main.c.ID).limit(1)).first() is not None
+            table_has_rows = conn.execute(sa.select(main.c.ID).limit(1)).first() is not None
+            now = conn.scalar(sa.select(sa.type_coerce(db.dialect.now(), DateTime)))  # the database clock, read once
         for batch in _batches(canonicalizer.prepare(rows), batch_size):
-            with conn.begin():
-                if check_existing:
-                    present = set(conn.scalars(existing_in, {"hashes": [r["keyhash"] for r in batch]}))
-                    batch = [r for r in batch if r["keyhash"] not in present]
-                if batch:
-                    conn.execute(insert, batch)
-                    added += len(batch)
+            for row in batch:
+                row["status"] = CREATED
+                row["creation_date"] = now
+            tries = 0
+
+            def insert_batch(batch: list[dict[str, Any]] = batch) -> int:
+                nonlocal tries
+                tries += 1
+                with conn.begin():
+                    # Skip rows already there: always when the table had rows, and after a
+                    # deadlock with a concurrent filler of the same grid.
+                    if table_has_rows or tries > 1:
+                        present = set(conn.scalars(existing_in, {"hashes": [r["keyhash"] for r in batch]}))
+                        batch = [r for r in batch if r["keyhash"] not in present]
+                    if batch:
+                        conn.execute(insert, batch)
+                    return len(batch)
+
+            added += retry_transient(insert_batch)
     return added
 
 

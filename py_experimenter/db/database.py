@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
@@ -13,6 +16,8 @@ from py_experimenter.db.dialects import Dialect, dialect_for
 from py_experimenter.db.engine import backend_name, create_engine, describe
 from py_experimenter.db.schema import Schema
 from py_experimenter.exceptions import DatabaseConnectionError, TableError
+
+T = TypeVar("T")
 
 
 class Database:
@@ -130,6 +135,33 @@ class Database:
     def begin(self) -> Any:
         """``with db.begin() as conn``: a transaction on a pooled connection."""
         return self.engine.begin()
+
+
+_RETRYABLE_MYSQL = {1205, 1213}  # lock wait timeout, deadlock
+_RETRYABLE_POSTGRES = {"40001", "40P01"}  # serialization failure, deadlock
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for errors after which the same transaction may simply be tried again."""
+    orig = getattr(error, "orig", error)
+    if getattr(orig, "sqlstate", None) in _RETRYABLE_POSTGRES:
+        return True
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _RETRYABLE_MYSQL:
+        return True
+    return "database is locked" in str(orig)
+
+
+def retry_transient(action: Callable[[], T], attempts: int = 8) -> T:
+    """Run ``action`` again (with jittered backoff) after a deadlock or lock timeout."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except sa.exc.DBAPIError as err:
+            if attempt == attempts - 1 or not is_transient(err):
+                raise
+            time.sleep(random.uniform(0, 0.05 * 2**attempt))
+    raise AssertionError("unreachable")
 
 
 def _first_line(error: BaseException | None) -> str:
