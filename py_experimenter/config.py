@@ -167,8 +167,12 @@ def load_experiment_config(
 def parse_experiment_config(
     data: Any, source: str, *, table_name: str | None = None, database_name: str | None = None
 ) -> ExperimentConfig:
-    """Validate already-parsed YAML ``data`` (``source`` names it in messages); see
-    :func:`load_experiment_config`."""
+    """Validate already-parsed ``data`` as :func:`load_experiment_config` does.
+
+    ``data`` holds plain Python objects as ``yaml.safe_load`` returns them (for an OmegaConf /
+    Hydra config pass ``OmegaConf.to_container(cfg, resolve=True)``); ``source`` names it in
+    error messages.
+    """
     from py_experimenter.config_execution import parse_execution  # it imports ExecutionSpec from here
 
     check = Checker(source)
@@ -356,9 +360,9 @@ def _values(check: Checker, raw: Any, path: str) -> tuple[Any, ...]:
     fix = (
         "give a list, a single value, or a range {start, stop, step}; or remove 'values' to fill from Python"
     )
-    if raw is None or raw == []:
+    if raw is None or (isinstance(raw, (list, tuple)) and not raw):
         check.fail(path, f"values is empty; {fix}")
-    if isinstance(raw, list):
+    if isinstance(raw, (list, tuple)):
         return tuple(_scalar(check, v, f"{path}[{i}]") for i, v in enumerate(raw))
     if not isinstance(raw, Mapping):
         return (_scalar(check, raw, path),)

@@ -47,7 +47,7 @@ def type_word(value: Any) -> str:
 
 
 def _suggest(key: str, valid: tuple[str, ...]) -> str:
-    """"did you mean 'x'? " for the valid key closest to ``key`` (exact case first), else ""."""
+    """Suggest the valid key closest to ``key`` (exact case first): "did you mean 'x'? " or ""."""
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
     if not close:
         lowered: dict[str, str] = {}
@@ -181,6 +181,8 @@ def read_yaml(source: str, what: str) -> Any:
         raise ConfigError(f"{what} not found; check the path", source=source) from None
     except OSError as exc:
         raise ConfigError(f"cannot read the {what}: {exc.strerror}", source=source) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"the {what} is not UTF-8 text", source=source) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -209,7 +211,7 @@ def _command(check: Checker, value: Any, path: str) -> tuple[str, ...]:
             value = shlex.split(value)
         except ValueError as exc:
             check.fail(path, f"cannot split the command like a shell would: {exc}; or give it as a list")
-    if not isinstance(value, list) or not value:
+    if not isinstance(value, (list, tuple)) or not value:
         check.fail(
             path, f"expected a non-empty list of strings (or one command string), got {type_word(value)}"
         )

@@ -208,6 +208,8 @@ def load_credentials(path: str | os.PathLike[str] | None = None, required: bool 
         return Credentials(source=source)
     except OSError as exc:
         raise CredentialsError(f"cannot read credential file: {exc.strerror}", source=source) from None
+    except UnicodeDecodeError:
+        raise CredentialsError("the credential file is not UTF-8 text", source=source) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

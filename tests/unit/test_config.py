@@ -183,7 +183,8 @@ MALFORMED = [
     ),
     pytest.param(
         doc(table="resultfields: {Machine: INT}"),
-        ["PY_EXPERIMENTER.Database.table.resultfields.Machine", "reserved", "case-insensitive", RESERVED_LIST],
+        ["PY_EXPERIMENTER.Database.table.resultfields.Machine", "reserved", "case-insensitive",
+         RESERVED_LIST],
         InvalidIdentifierError, id="reserved-resultfield-case-insensitive",
     ),
     pytest.param(
@@ -229,7 +230,8 @@ MALFORMED = [
     ),
     pytest.param(
         doc(table="resultfields: {SEED: INT}"),
-        ["PY_EXPERIMENTER.Database.table.resultfields.SEED", "defined twice", f"{KF}.seed", "case-insensitively"],
+        ["PY_EXPERIMENTER.Database.table.resultfields.SEED", "defined twice", f"{KF}.seed",
+         "case-insensitively"],
         ConfigError, id="duplicate-column-across-keyfields-and-resultfields",
     ),
     pytest.param(
@@ -365,7 +367,8 @@ MALFORMED = [
     ),
     pytest.param(
         doc(top="Execution: {lease: 60}"),
-        ["PY_EXPERIMENTER.Execution.lease", "did you mean 'lease_seconds'", "heartbeat_seconds", "results_dir"],
+        ["PY_EXPERIMENTER.Execution.lease", "did you mean 'lease_seconds'", "heartbeat_seconds",
+         "results_dir"],
         ConfigError, id="execution-unknown-key",
     ),
     pytest.param(
@@ -501,7 +504,8 @@ def test_1_4_2_example(tmp_path: Path) -> None:
     )
     assert table.logtables == (
         LogtableSpec(
-            "train_scores", (FieldSpec("f1", "DECIMAL"), FieldSpec("accuracy", "DECIMAL"), FieldSpec("kernel", "str"))
+            "train_scores",
+            (FieldSpec("f1", "DECIMAL"), FieldSpec("accuracy", "DECIMAL"), FieldSpec("kernel", "str")),
         ),
         LogtableSpec("test_f1", (FieldSpec("test_f1", "DECIMAL"),)),
     )
@@ -525,7 +529,9 @@ def test_overrides_replace_table_and_database_names(tmp_path: Path) -> None:
 
 
 def test_overrides_make_file_names_optional(tmp_path: Path) -> None:
-    text = "PY_EXPERIMENTER:\n  Database:\n    provider: sqlite\n    table:\n      keyfields: {seed: {type: INT}}\n"
+    text = (
+        "PY_EXPERIMENTER:\n  Database:\n    provider: sqlite\n    table: {keyfields: {seed: {type: INT}}}\n"
+    )
     config = load_experiment_config(write(tmp_path, text), table_name="t", database_name="d")
     assert (config.table.name, config.database.database) == ("t", "d")
 
@@ -558,7 +564,11 @@ def test_sections_default_to_empty(tmp_path: Path) -> None:
 def test_execution_defaults_match_design(tmp_path: Path) -> None:
     execution = load_experiment_config(write(tmp_path, doc(top="Execution: {}"))).execution
     assert execution == ExecutionSpec()
-    assert (execution.adapter, execution.lease_seconds, execution.heartbeat_seconds) == ("function", 120.0, 30.0)
+    assert (execution.adapter, execution.lease_seconds, execution.heartbeat_seconds) == (
+        "function",
+        120.0,
+        30.0,
+    )
     assert (execution.max_attempts, execution.isolation, execution.gpus) == (3, "inline", 0)
     assert execution.memory_bytes is None
 
@@ -616,7 +626,9 @@ def test_execution_null_means_none_and_docker_list_command(tmp_path: Path) -> No
     ],
 )
 def test_keyfield_values(tmp_path: Path, values: str, expected: tuple[Any, ...]) -> None:
-    config = load_experiment_config(write(tmp_path, doc(keyfields=f"seed: {{type: DOUBLE, values: {values}}}")))
+    config = load_experiment_config(
+        write(tmp_path, doc(keyfields=f"seed: {{type: DOUBLE, values: {values}}}"))
+    )
     got = config.table.keyfields[0].values
     assert got == expected
     assert [type(v) for v in got or ()] == [type(v) for v in expected]
@@ -627,7 +639,9 @@ def test_keyfield_type_defaults_to_varchar_and_values_are_optional(tmp_path: Pat
     assert config.table.keyfields == (KeyfieldSpec("dataset", "VARCHAR(255)"), KeyfieldSpec("seed", "INT"))
 
 
-@pytest.mark.parametrize(("written", "provider"), [("postgres", "postgresql"), ("MySQL", "mysql"), ("SQLite", "sqlite")])
+@pytest.mark.parametrize(
+    ("written", "provider"), [("postgres", "postgresql"), ("MySQL", "mysql"), ("SQLite", "sqlite")]
+)
 def test_provider_spellings(tmp_path: Path, written: str, provider: str) -> None:
     assert load_experiment_config(write(tmp_path, doc(provider=written))).database.provider == provider
 
@@ -670,7 +684,12 @@ def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 
 def test_any_wrong_type_anywhere_is_a_config_error_never_a_raw_exception() -> None:
     base = yaml.safe_load(EXAMPLE_142)
-    base["PY_EXPERIMENTER"]["Execution"] = {"adapter": "docker", "image": "x", "command": ["a"], "memory": "1g"}
+    base["PY_EXPERIMENTER"]["Execution"] = {
+        "adapter": "docker",
+        "image": "x",
+        "command": ["a"],
+        "memory": "1g",
+    }
     replacements: list[Any] = [None, [], {}, [1], {"x": 1}, "x", 0, -1, 1.5, True, "VARCHAR(255)"]
     for path in _paths(base):
         for replacement in replacements:
@@ -683,3 +702,19 @@ def test_any_wrong_type_anywhere_is_a_config_error_never_a_raw_exception() -> No
                 parse_experiment_config(data, "fuzz")
             except ConfigError as exc:
                 assert str(exc).startswith("fuzz: ")
+
+
+def test_yaml_anchors_and_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
+    keyfields = "seed: &kf {type: INT, values: [1, 2]}\nfold:\n  <<: *kf\n  values: [3, 4]"
+    config = load_experiment_config(write(tmp_path, doc(keyfields=keyfields)))
+    assert config.table.keyfields == (
+        KeyfieldSpec("seed", "INT", (1, 2)),
+        KeyfieldSpec("fold", "INT", (3, 4)),
+    )
+
+
+def test_non_utf8_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yml"
+    path.write_bytes(doc(top="Custom: {city: 'Z\xfcrich'}").encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_experiment_config(path)

@@ -101,7 +101,12 @@ def test_unset_password_env_names_the_variable(tmp_path: Path) -> None:
 def test_shipped_example_uses_password_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PY_EXPERIMENTER_DB_PASSWORD", SECRET)
     creds = load_credentials(EXAMPLES / "example_credentials.yml")
-    assert (creds.user, creds.password, creds.host, creds.port) == ("py_experimenter", SECRET, "127.0.0.1", 3306)
+    assert (creds.user, creds.password, creds.host, creds.port) == (
+        "py_experimenter",
+        SECRET,
+        "127.0.0.1",
+        3306,
+    )
     url = database_url("mysql", "py_experimenter", creds)
     assert url.render_as_string(hide_password=True) == (
         "mysql+pymysql://py_experimenter:***@127.0.0.1:3306/py_experimenter?charset=utf8mb4"
@@ -115,7 +120,10 @@ def test_shipped_example_uses_password_env(monkeypatch: pytest.MonkeyPatch) -> N
             f"CREDENTIALS:\n  Database: {{user: a, pasword: '{SECRET}'}}\n",
             ["CREDENTIALS.Database.pasword", "unknown key", "user, password, password_env, url"],
         ),
-        ("CREDENTIALS:\n  Conection: {}\n", ["CREDENTIALS.Conection", "valid keys here: Database, Connection"]),
+        (
+            "CREDENTIALS:\n  Conection: {}\n",
+            ["CREDENTIALS.Conection", "valid keys here: Database, Connection"],
+        ),
         ("CREDENTIALS:\n  Connection: {Standard: {host: h}}\n", ["Standard.host", "server, port"]),
         ("Database: {user: a}\n", ["missing required key 'CREDENTIALS'"]),
         (
@@ -234,14 +242,18 @@ def test_env_url_wins(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_url_kind_must_match_provider(monkeypatch: pytest.MonkeyPatch) -> None:
-    creds = Credentials(url=f"postgresql://bob:{SECRET.replace('@', '%40').replace('/', '%2F')}@h/db", source="c.yml")
+    creds = Credentials(
+        url=f"postgresql://bob:{SECRET.replace('@', '%40').replace('/', '%2F')}@h/db", source="c.yml"
+    )
     with pytest.raises(CredentialsError) as info:
         database_url("mysql", "exp", creds)
     message = str(info.value)
     assert "provider 'mysql'" in message and "'postgresql' URL" in message and "c.yml" in message
     assert "s3cr" not in message
     monkeypatch.setenv(DATABASE_URL_ENV, "sqlite:///x.db")
-    with pytest.raises(CredentialsError, match=rf"provider 'postgresql' but \${DATABASE_URL_ENV} is a 'sqlite'"):
+    with pytest.raises(
+        CredentialsError, match=rf"provider 'postgresql' but \${DATABASE_URL_ENV} is a 'sqlite'"
+    ):
         database_url("postgresql", "exp", Credentials())
 
 

@@ -70,13 +70,14 @@ def test_decimal_with_precision_returns_floats() -> None:
     parsed = parse_sql_type("DECIMAL(10, 4)")
     assert isinstance(parsed, sa.Numeric)
     assert (parsed.precision, parsed.scale, parsed.asdecimal) == (10, 4, False)
-    assert parse_sql_type("NUMERIC(5)").scale == 0
+    numeric = parse_sql_type("NUMERIC(5)")
+    assert isinstance(numeric, sa.Numeric) and numeric.scale == 0
 
 
-def test_lengths_are_kept() -> None:
-    assert parse_sql_type("VARCHAR(50)").length == 50
-    assert parse_sql_type("CHAR(3)").length == 3
-    assert parse_sql_type("str").length == 255
+@pytest.mark.parametrize(("text", "length"), [("VARCHAR(50)", 50), ("CHAR(3)", 3), ("str", 255), ("CHAR", 1)])
+def test_lengths_are_kept(text: str, length: int) -> None:
+    parsed = parse_sql_type(text)
+    assert isinstance(parsed, sa.String) and parsed.length == length
 
 
 @pytest.mark.parametrize(("text", "mysql_type"), [("LONGTEXT", "LONGTEXT"), ("MEDIUMTEXT", "MEDIUMTEXT")])

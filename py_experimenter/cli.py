@@ -1,0 +1,188 @@
+"""The ``py-experimenter`` command: subcommands mapped one to one onto library calls.
+
+Every option can also come from an environment variable ``PY_EXPERIMENTER_<OPTION>``
+(e.g. ``PY_EXPERIMENTER_N_JOBS=4``), which is handy in Slurm batch scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from py_experimenter import __version__
+from py_experimenter.exceptions import ConfigError, PyExperimenterError
+from py_experimenter.experimenter import PyExperimenter
+from py_experimenter.grid import grid_rows
+from py_experimenter.status import ExperimentStatus
+
+ENV_PREFIX = "PY_EXPERIMENTER_"
+logger = logging.getLogger("py-experimenter")
+
+
+def _env(name: str, default: Any = None) -> Any:
+    return os.environ.get(ENV_PREFIX + name.upper().replace("-", "_"), default)
+
+
+def _int_env(name: str, default: int | None) -> int | None:
+    value = _env(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"environment variable {ENV_PREFIX}{name.upper()}={value!r} is not an integer") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="py-experimenter",
+        description="Fill an experiment table from a YAML grid, run its experiments, watch progress.",
+    )
+    parser.add_argument("--version", action="version", version=f"py-experimenter {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("config", nargs="?" if _env("config") else None, default=_env("config"),
+                       help="experiment YAML file [PY_EXPERIMENTER_CONFIG]")
+        p.add_argument("--credentials", default=_env("credentials"),
+                       help="credential YAML file [PY_EXPERIMENTER_CREDENTIALS]")
+        p.add_argument("--table", default=_env("table"), help="override the table name [PY_EXPERIMENTER_TABLE]")
+        p.add_argument("--database", default=_env("database"),
+                       help="override the database name [PY_EXPERIMENTER_DATABASE]")
+
+    fill = sub.add_parser("fill", help="create the table and add one row per grid combination")
+    common(fill)
+    fill.add_argument("--dry-run", action="store_true", help="only count and show the rows; touch no database")
+
+    run = sub.add_parser("run", help="claim and run experiments until none is left")
+    common(run)
+    run.add_argument("--function", default=_env("function"),
+                     help="experiment function as MODULE:CALLABLE or path/to/file.py:CALLABLE "
+                          "[PY_EXPERIMENTER_FUNCTION]")
+    run.add_argument("--n-jobs", type=int, default=_int_env("n_jobs", None),
+                     help="executor processes on this node (default: n_jobs of the file) [PY_EXPERIMENTER_N_JOBS]")
+    run.add_argument("--max-experiments", type=int, default=_int_env("max_experiments", -1),
+                     help="stop after this many experiments (default: all) [PY_EXPERIMENTER_MAX_EXPERIMENTS]")
+    run.add_argument("--random-order", action="store_true", help="claim in random order")
+    run.add_argument("--name", default=_env("name", "PyExperimenter"), help="stored in the name column")
+
+    status = sub.add_parser("status", help="experiments per status")
+    common(status)
+    status.add_argument("--by", default=_env("by"), metavar="KEYFIELD", help="break the counts down by a keyfield")
+    return parser
+
+
+def load_function(spec: str) -> Callable[..., Any]:
+    """Import ``MODULE:CALLABLE`` or ``path/to/file.py:CALLABLE``."""
+    module_name, sep, attribute = spec.rpartition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigError(f"--function {spec!r}: expected MODULE:CALLABLE or path/to/file.py:CALLABLE")
+    if module_name.endswith(".py") or os.sep in module_name:
+        path = Path(module_name).resolve()
+        if not path.is_file():
+            raise ConfigError(f"--function {spec!r}: file {path} does not exist")
+        sys.path.insert(0, str(path.parent))
+        module_name = path.stem
+    elif "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"--function {spec!r}: cannot import {module_name!r}: {err}") from None
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise ConfigError(f"--function {spec!r}: {module_name!r} has no callable {attribute!r}")
+    return function
+
+
+def _experimenter(args: argparse.Namespace) -> PyExperimenter:
+    return PyExperimenter(
+        args.config, args.credentials, table_name=args.table, database_name=args.database,
+        use_codecarbon=False, name=getattr(args, "name", "PyExperimenter"),
+    )
+
+
+def cmd_fill(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        from py_experimenter.config import load_experiment_config
+
+        config = load_experiment_config(args.config, table_name=args.table, database_name=args.database)
+        rows = list(grid_rows(config.table.keyfields))
+        print(f"{len(rows)} experiments in the grid of {config.table.name!r} (dry run: nothing written)")
+        print(tabulate(rows[:10], headers="keys", tablefmt="simple"))
+        if len(rows) > 10:
+            print(f"... and {len(rows) - 10} more")
+        return 0
+    experimenter = _experimenter(args)
+    added = experimenter.fill_table_from_config()
+    total = sum(experimenter._queue().status_counts().values())
+    print(f"added {added} experiments to {experimenter.config.table.name!r} ({total} in the table)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if not args.function:
+        raise ConfigError("no experiment function: pass --function MODULE:CALLABLE (or set PY_EXPERIMENTER_FUNCTION)")
+    function = load_function(args.function)
+    experimenter = _experimenter(args)
+    ran = experimenter.execute(function, random_order=args.random_order, n_jobs=args.n_jobs,
+                               max_experiments=args.max_experiments)
+    print(f"ran {ran} experiments")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    experimenter = _experimenter(args)
+    statuses = [s.value for s in ExperimentStatus if s is not ExperimentStatus.ALL]
+    if args.by:
+        keyfields = experimenter.config.table.keyfield_names
+        if args.by not in keyfields:
+            raise ConfigError(f"--by {args.by!r} is not a keyfield; the keyfields are {list(keyfields)}")
+        table = experimenter.get_table()
+        counts = table.groupby([args.by, "status"]).size().unstack(fill_value=0)
+        counts = counts.reindex(columns=[s for s in statuses if s in counts.columns])
+        counts["total"] = counts.sum(axis=1)
+        print(tabulate(counts, headers=[args.by, *counts.columns], tablefmt="simple"))
+        return 0
+    found = experimenter._queue().status_counts()
+    rows = [(status, found.get(status, 0)) for status in statuses]
+    rows += [(status, n) for status, n in found.items() if status not in statuses]
+    rows.append(("total", sum(found.values())))
+    print(f"table {experimenter.config.table.name!r}")
+    print(tabulate(rows, headers=["status", "experiments"], tablefmt="simple"))
+    return 0
+
+
+COMMANDS = {"fill": cmd_fill, "run": cmd_run, "status": cmd_status}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``py-experimenter``; returns the exit code (2 for bad input)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as err:
+        print(f"py-experimenter: error: {err}", file=sys.stderr)
+        return 2
+    except PyExperimenterError as err:
+        print(f"py-experimenter: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
