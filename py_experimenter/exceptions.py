@@ -37,22 +37,26 @@ class CredentialsError(ConfigError):
     """The credential file is missing, malformed, or names an unset environment variable."""
 
 
-class DatabaseConnectionError(PyExperimenterError):
+class DatabaseError(PyExperimenterError):
+    """A problem with the database or a table in it."""
+
+
+class DatabaseConnectionError(DatabaseError):
     """The database cannot be reached (the message never contains a password)."""
 
 
-class TableError(PyExperimenterError):
+class TableError(DatabaseError):
     """The table is missing, or exists with columns that differ from the configuration."""
 
 
-class InvalidResultFieldError(PyExperimenterError, KeyError):
+class InvalidResultFieldError(DatabaseError, KeyError):
     """``process_results`` got a field that is not a resultfield of the table."""
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
 
 
-class InvalidLogFieldError(PyExperimenterError, KeyError):
+class InvalidLogFieldError(DatabaseError, KeyError):
     """``process_logs`` got a logtable or column that the configuration does not define."""
 
     def __str__(self) -> str:
@@ -73,3 +77,24 @@ class ExperimentNotRunnableError(PyExperimenterError):
 
 class FillError(PyExperimenterError, ValueError):
     """Rows given to a fill method do not match the table's keyfields."""
+
+
+class NoExperimentsLeftException(PyExperimenterError):
+    """Kept for PyExperimenter 1.4.2 imports; ``execute`` simply returns when the table is drained."""
+
+
+# Names of PyExperimenter 1.4.2, so that existing ``except`` clauses keep working.
+InvalidConfigError = ConfigError
+InvalidValuesInConfiguration = ConfigError
+MissingLogTableError = ConfigError
+InvalidColumnError = ConfigError
+InvalidLogtableError = ConfigError
+NoConfigFileError = ConfigError
+SshTunnelError = ConfigError
+DatabaseCreationError = DatabaseConnectionError
+DatabaseQueryError = DatabaseError
+CreatingTableError = TableError
+TableHasWrongStructureError = TableError
+ParameterCombinationError = FillError
+EmptyFillDatabaseCallError = FillError
+NoPausedExperimentsException = ExperimentNotRunnableError
