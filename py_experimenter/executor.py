@@ -123,7 +123,7 @@ def run_processes(executor: Executor, n_jobs: int, max_experiments: int = -1) ->
     if n_jobs <= 1:
         return executor.run(max_experiments)
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    ctx = multiprocessing.get_context(method)
+    ctx: Any = multiprocessing.get_context(method)
     budget = ctx.Value("l", max_experiments) if max_experiments >= 0 else None
     counter = ctx.Value("l", 0)
     executor.queue.close()

@@ -12,7 +12,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from py_experimenter.config import ExperimentConfig, load_experiment_config
-from py_experimenter.credentials import resolve_database_url
+from py_experimenter.credentials import CREDENTIALS_ENV, resolve_database_url
 from py_experimenter.db.database import Database
 from py_experimenter.db.schema import build_schema
 from py_experimenter.emissions import EmissionsRecorder, codecarbon_available
@@ -25,6 +25,9 @@ from py_experimenter.result_processor import ResultProcessor
 from py_experimenter.status import ExperimentStatus
 
 __all__ = ["ExperimentStatus", "PyExperimenter", "ResultProcessor"]
+
+DEFAULT_EXPERIMENT_FILE = os.path.join("config", "experiment_configuration.yml")
+DEFAULT_CREDENTIAL_FILE = os.path.join("config", "database_credentials.yml")
 
 
 class PyExperimenter:
@@ -46,8 +49,8 @@ class PyExperimenter:
 
     def __init__(
         self,
-        experiment_configuration_file_path: str | os.PathLike[str] = os.path.join("config", "experiment_configuration.yml"),
-        database_credential_file_path: str | os.PathLike[str] | None = os.path.join("config", "database_credentials.yml"),
+        experiment_configuration_file_path: str | os.PathLike[str] = DEFAULT_EXPERIMENT_FILE,
+        database_credential_file_path: str | os.PathLike[str] | None = DEFAULT_CREDENTIAL_FILE,
         use_ssh_tunnel: bool | None = None,
         table_name: str | None = None,
         database_name: str | None = None,
@@ -71,8 +74,9 @@ class PyExperimenter:
         self.use_codecarbon = use_codecarbon and codecarbon_available()
         database = self.config.database
         credential_path = database_credential_file_path
-        if credential_path is not None and not os.path.exists(credential_path) and "PY_EXPERIMENTER_CREDENTIALS" in os.environ:
-            credential_path = None
+        if (credential_path == DEFAULT_CREDENTIAL_FILE and not os.path.exists(credential_path)
+                and os.environ.get(CREDENTIALS_ENV)):
+            credential_path = None  # the file named by PY_EXPERIMENTER_CREDENTIALS
         url = resolve_database_url(database.provider, database.database, credential_path)
         self.db = Database(url, build_schema(database.table))
         self._tables_ready = False
@@ -184,10 +188,11 @@ class PyExperimenter:
             experiment = executor.queue.claim_id(experiment_id, expected)
             if experiment is None:
                 current = status or self._status_of(experiment_id)
+                if current is None:
+                    raise ExperimentNotRunnableError(f"there is no experiment with ID {experiment_id}")
                 raise ExperimentNotRunnableError(
                     f"experiment {experiment_id} is {current!r}, not {expected.value!r}; "
                     f"reset it first (reset_experiments({current!r})) to run it again"
-                    if current else f"there is no experiment with ID {experiment_id}"
                 )
             executor.run_experiment(experiment)
         finally:

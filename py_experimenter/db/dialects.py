@@ -7,6 +7,7 @@ database clock (in UTC, see :mod:`py_experimenter.db.engine`), never from an exe
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -43,7 +44,7 @@ class Dialect:
         raise NotImplementedError
 
     def pick_created(
-        self, table: sa.Table, columns: list[sa.ColumnElement[Any]], *, random_order: bool
+        self, table: sa.Table, columns: Sequence[sa.ColumnElement[Any]], *, random_order: bool
     ) -> sa.Select[Any]:
         """SELECT the next claimable row (priority, then ID), skipping rows others hold."""
         order = [self.random_order()] if random_order else [table.c.priority, table.c.ID]
