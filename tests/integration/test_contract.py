@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import numpy as np
 import pytest
@@ -273,3 +274,27 @@ def test_delete_table_drops_everything(exp):
     exp.delete_table()
     inspector = sa.inspect(exp.db.engine)
     assert not any(name.startswith(exp.config.table.name) for name in inspector.get_table_names())
+
+
+def test_sql_keywords_and_mixed_case_names_are_quoted(make_experimenter):
+    exp = make_experimenter(
+        {"order": {"type": "INT", "values": [1, 2]}, "Select": {"type": "VARCHAR(10)", "values": ["x"]}},
+        {"group": "INT"}, {"From": {"where": "INT"}}, table=f"Mixed_{uuid.uuid4().hex[:8]}",
+    )
+    exp.fill_table_from_config()
+
+    def run(keyfields, rp, custom):
+        rp.process_results({"group": keyfields["order"] * 10})
+        rp.process_logs({"From": {"where": keyfields["order"]}})
+
+    assert exp.execute(run) == 2
+    assert list(exp.get_table()["group"]) == [10, 20]
+    assert list(exp.get_logtable("From")["where"]) == [1, 2]
+
+
+def test_max_experiments_counts_across_processes_and_random_order_drains(exp):
+    exp.fill_table_from_combination(parameters={"dataset": ["a", "b", "c"], "seed": list(range(4)), "rate": [0.5]})
+    assert exp.execute(lambda k, rp, c: None, n_jobs=3, max_experiments=5) == 5
+    assert (exp.get_table()["status"] == "done").sum() == 5
+    assert exp.execute(lambda k, rp, c: None, random_order=True, max_experiments=100) == 7
+    assert set(exp.get_table()["status"]) == {"done"}
