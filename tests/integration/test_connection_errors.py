@@ -23,9 +23,11 @@ def test_wrong_password_never_shows_the_password(provider: str, tmp_path: Path, 
     require_server(provider)
     url = sa.engine.make_url(SERVER_URLS[provider]).set(username="no_such_user", password=SECRET)
     config = tmp_path / "exp.yml"
-    config.write_text(yaml.safe_dump(experiment_yaml(provider, "t_never_created", {"seed": {"type": "INT", "values": [1]}})))
+    keyfields = {"seed": {"type": "INT", "values": [1]}}
+    config.write_text(yaml.safe_dump(experiment_yaml(provider, "t_never_created", keyfields)))
     credentials = tmp_path / "cred.yml"
-    credentials.write_text(yaml.safe_dump({"CREDENTIALS": {"Database": {"url": url.render_as_string(hide_password=False)}}}))
+    plain_url = url.render_as_string(hide_password=False)
+    credentials.write_text(yaml.safe_dump({"CREDENTIALS": {"Database": {"url": plain_url}}}))
     experimenter = PyExperimenter(str(config), str(credentials), use_codecarbon=False)
     assert SECRET not in repr(experimenter)
     with pytest.raises(DatabaseConnectionError) as error:
