@@ -152,9 +152,11 @@ class PyExperimenter:
         Returns how many experiments this call ran.
         """
         if experiment_function is None:
+            adapter = self.config.execution.adapter
             raise ConfigError(
-                "no experiment function given; pass execute(experiment_function) "
-                "(the docker and command adapters come with Execution.adapter)"
+                "no experiment function given: pass execute(experiment_function)"
+                + ("" if adapter == "function" else
+                   f"; Execution.adapter {adapter!r} is not available in this version yet")
             )
         self._ensure_tables()
         jobs = self.config.n_jobs if n_jobs is None else n_jobs
