@@ -13,6 +13,7 @@ from typing import Any
 
 from py_experimenter.emissions import EmissionsRecorder
 from py_experimenter.exceptions import LeaseLostError, PyExperimenterError
+from py_experimenter.heartbeat import Heartbeat
 from py_experimenter.queue import Experiment, ExperimentQueue
 from py_experimenter.result_processor import ResultProcessor
 from py_experimenter.status import ExperimentStatus
@@ -55,12 +56,14 @@ class Executor:
         *,
         emissions: EmissionsRecorder | None = None,
         random_order: bool = False,
+        heartbeat_seconds: float | None = None,
     ):
         self.queue = queue
         self.function = function
         self.custom = custom
         self.emissions = emissions
         self.random_order = random_order
+        self.heartbeat_seconds = heartbeat_seconds
 
     def run(self, max_experiments: int = -1, budget: Any = None) -> int:
         """Claim and run experiments until none is left or ``max_experiments`` ran (-1: no limit).
@@ -88,7 +91,10 @@ class Executor:
         error: str | None = None
         if self.emissions:
             self.emissions.start()
+        heartbeat = self._heartbeat(experiment)
         try:
+            if heartbeat:
+                heartbeat.start()
             returned = self.function(dict(experiment.keyfields), processor, dict(self.custom))
         except LeaseLostError as lost:
             logger.warning("abandoning experiment %s: %s", experiment.id, lost)
@@ -100,6 +106,8 @@ class Executor:
         else:
             status, error = final_status(returned)
         finally:
+            if heartbeat:
+                heartbeat.stop()
             if self.emissions:
                 self.emissions.stop(self.queue, experiment)
         try:
@@ -108,6 +116,13 @@ class Executor:
             logger.warning("result of experiment %s discarded: %s", experiment.id, lost)
             return None
         return status
+
+
+    def _heartbeat(self, experiment: Experiment) -> Heartbeat | None:
+        if not self.heartbeat_seconds:
+            return None
+        return Heartbeat(self.queue.db, experiment, lease_seconds=self.queue.lease_seconds,
+                         interval=self.heartbeat_seconds)
 
 
 def _take(budget: Any) -> bool:

@@ -136,7 +136,7 @@ class PyExperimenter:
     def _executor(self, function: ExperimentFunction, random_order: bool = False) -> Executor:
         emissions = EmissionsRecorder(self.config.codecarbon) if self.use_codecarbon else None
         return Executor(self._queue(), function, self.config.custom, emissions=emissions,
-                        random_order=random_order)
+                        random_order=random_order, heartbeat_seconds=self.config.execution.heartbeat_seconds)
 
     def execute(
         self,

@@ -1,0 +1,69 @@
+"""The heartbeat: a background thread that keeps a running experiment's lease alive.
+
+It runs on its own connection, so a slow experiment (or one holding the executor's
+connection) never delays it, and a failed beat (database briefly away) is simply retried at
+the next tick. Each beat is one fenced UPDATE; when it matches no row the attempt was taken
+over and :attr:`Heartbeat.lost` is set. A set ``cancel_requested`` flag on the row sets
+:attr:`Heartbeat.cancel_requested`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from py_experimenter.db.database import Database
+    from py_experimenter.queue import Experiment
+
+logger = logging.getLogger("py-experimenter")
+
+
+class Heartbeat:
+    """Extends ``lease_until`` of one attempt every ``interval`` seconds until stopped."""
+
+    def __init__(self, db: Database, experiment: Experiment, *, lease_seconds: float, interval: float):
+        self.db = db
+        self.experiment = experiment
+        self.lease_seconds = lease_seconds
+        self.interval = interval
+        self.lost = threading.Event()
+        self.cancel_requested = threading.Event()
+        self.beats = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{experiment.id}", daemon=True)
+        main, dialect = db.schema.main, db.dialect
+        fence = sa.and_(main.c.ID == experiment.id, main.c.attempt == experiment.attempt,
+                        main.c.status == "running")
+        self._beat = sa.update(main).where(fence).values(
+            lease_until=dialect.now_plus("lease"), heartbeat_at=dialect.now()
+        )
+        self._flag = sa.select(main.c.cancel_requested).where(fence)
+
+    def start(self) -> None:
+        """Start beating in the background."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop beating and wait for the thread (at most one beat)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        params = {"lease": self.db.dialect.seconds_param(self.lease_seconds)}
+        while not self._stop.wait(self.interval):
+            try:
+                with self.db.begin() as conn:
+                    if conn.execute(self._beat, params).rowcount != 1:
+                        self.lost.set()
+                        return
+                    self.beats += 1
+                    if conn.scalar(self._flag):
+                        self.cancel_requested.set()
+            except sa.exc.DBAPIError as err:
+                logger.warning("heartbeat of experiment %s failed, retrying: %s",
+                               self.experiment.id, str(err.orig).splitlines()[0] if err.orig else err)
