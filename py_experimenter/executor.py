@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -15,6 +16,7 @@ from py_experimenter.emissions import EmissionsRecorder
 from py_experimenter.exceptions import LeaseLostError, PyExperimenterError
 from py_experimenter.heartbeat import Heartbeat
 from py_experimenter.queue import Experiment, ExperimentQueue
+from py_experimenter.recovery import LeaseRecovery
 from py_experimenter.result_processor import ResultProcessor
 from py_experimenter.status import ExperimentStatus
 
@@ -57,6 +59,7 @@ class Executor:
         emissions: EmissionsRecorder | None = None,
         random_order: bool = False,
         heartbeat_seconds: float | None = None,
+        recovery: LeaseRecovery | None = None,
     ):
         self.queue = queue
         self.function = function
@@ -64,6 +67,8 @@ class Executor:
         self.emissions = emissions
         self.random_order = random_order
         self.heartbeat_seconds = heartbeat_seconds
+        self.recovery = recovery
+        self._last_recovery = float("-inf")
 
     def run(self, max_experiments: int = -1, budget: Any = None) -> int:
         """Claim and run experiments until none is left or ``max_experiments`` ran (-1: no limit).
@@ -76,7 +81,7 @@ class Executor:
             while max_experiments < 0 or done < max_experiments:
                 if budget is not None and not _take(budget):
                     break
-                experiment = self.queue.claim(random_order=self.random_order)
+                experiment = self._next_experiment()
                 if experiment is None:
                     break
                 self.run_experiment(experiment)
@@ -84,6 +89,28 @@ class Executor:
         finally:
             self.queue.close()
         return done
+
+    def _next_experiment(self) -> Experiment | None:
+        """Claim the next experiment, taking back expired leases on the way.
+
+        When nothing is claimable but some running row has stopped heartbeating, wait for
+        its lease to expire and take it over instead of leaving it behind.
+        """
+        interval = self.heartbeat_seconds or 30.0
+        while True:
+            if self.recovery and time.monotonic() - self._last_recovery >= interval:
+                self._last_recovery = time.monotonic()
+                self.recovery.recover()
+            experiment = self.queue.claim(random_order=self.random_order)
+            if experiment is not None or self.recovery is None:
+                return experiment
+            if self.recovery.recover():
+                continue
+            wait = self.recovery.seconds_until_stale_lease_expires(stale_after=2 * interval)
+            if wait is None:
+                return None
+            logger.info("waiting %.1f s for the lease of a silent executor to expire", wait)
+            time.sleep(min(wait + 0.05, interval))
 
     def run_experiment(self, experiment: Experiment) -> ExperimentStatus | None:
         """Run one claimed experiment and record its outcome; None if the lease was lost."""

@@ -21,6 +21,7 @@ from py_experimenter.executor import Executor, ExperimentFunction, run_processes
 from py_experimenter.fill import fill_rows
 from py_experimenter.grid import RowCanonicalizer, combine, grid_rows
 from py_experimenter.queue import ExperimentQueue, WorkerIdentity
+from py_experimenter.recovery import LeaseRecovery
 from py_experimenter.result_processor import ResultProcessor
 from py_experimenter.status import ExperimentStatus
 
@@ -135,8 +136,10 @@ class PyExperimenter:
 
     def _executor(self, function: ExperimentFunction, random_order: bool = False) -> Executor:
         emissions = EmissionsRecorder(self.config.codecarbon) if self.use_codecarbon else None
+        execution = self.config.execution
         return Executor(self._queue(), function, self.config.custom, emissions=emissions,
-                        random_order=random_order, heartbeat_seconds=self.config.execution.heartbeat_seconds)
+                        random_order=random_order, heartbeat_seconds=execution.heartbeat_seconds,
+                        recovery=LeaseRecovery(self.db, max_attempts=execution.max_attempts))
 
     def execute(
         self,

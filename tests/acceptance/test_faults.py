@@ -1,0 +1,124 @@
+"""Fault injection: kill -9 and SIGSTOP of an executor mid-experiment, on every backend.
+
+The executors are real ``py-experimenter run`` processes; the lease is 2 s and heartbeats
+come every 0.5 s so that recovery happens within seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+
+from py_experimenter.experimenter import PyExperimenter
+from tests.conftest import Backend, experiment_yaml
+
+FUNCTION = textwrap.dedent('''
+    import os, time
+    from pathlib import Path
+
+    def run(keyfields, result_processor, custom_fields):
+        work = Path(custom_fields["work"])
+        try:  # the first executor to get here is the one the test kills or freezes
+            os.close(os.open(work / "first", os.O_CREAT | os.O_EXCL))
+            first = True
+        except FileExistsError:
+            first = False
+        me = f"pid{os.getpid()}"
+        result_processor.process_logs({"progress": {"who": me}})
+        if first:
+            (work / "started").write_text(str(os.getpid()))
+            time.sleep(float(custom_fields["first_sleep"]))
+        result_processor.process_results({"winner": me})
+        with open(work / "ledger", "a") as ledger:
+            ledger.write(me + "\\n")
+''')
+
+
+def _setup(backend: Backend, first_sleep: float) -> tuple[PyExperimenter, list[str]]:
+    work = backend.workdir
+    (work / "fault_fn.py").write_text(FUNCTION)
+    table = f"fault_{uuid.uuid4().hex[:10]}"
+    data = experiment_yaml(backend.provider, table, {"seed": {"type": "INT", "values": [0]}}, {"winner": "VARCHAR(40)"},
+                           {"progress": {"who": "VARCHAR(40)"}},
+                           Custom={"work": str(work), "first_sleep": first_sleep},
+                           Execution={"lease_seconds": 2, "heartbeat_seconds": 0.5, "max_attempts": 3})
+    config = work / "fault.yml"
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    credentials = str(backend.credentials_file())
+    experimenter = PyExperimenter(str(config), credentials, use_codecarbon=False)
+    experimenter.fill_table_from_config()
+    command = [sys.executable, "-m", "py_experimenter.cli", "run", str(config), "--credentials", credentials,
+               "--function", "fault_fn:run"]
+    return experimenter, command
+
+
+def _start(command: list[str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_file(path: Path, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.05)
+
+
+def test_killed_executor_is_recovered_by_another(backend: Backend):
+    experimenter, command = _setup(backend, first_sleep=600)
+    work = backend.workdir
+    victim = _start(command, work)
+    try:
+        _wait_for_file(work / "started")
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
+        rescuer = _start(command, work)
+        _out, err = rescuer.communicate(timeout=120)
+        assert rescuer.returncode == 0, err[-3000:]
+    finally:
+        victim.kill()
+    row = experimenter.get_table().iloc[0]
+    assert row["status"] == "done" and row["attempt"] == 2
+    assert row["winner"] == f"pid{rescuer.pid}"
+    assert (work / "ledger").read_text().split() == [f"pid{rescuer.pid}"]
+    attempts = experimenter.get_attempts_table()
+    assert list(attempts["outcome"]) == ["lost", "done"]
+    assert "lease expired" in attempts["error"][0]
+    logs = experimenter.get_logtable("progress")
+    assert list(zip(logs["who"], logs["attempt"], strict=True)) == [(f"pid{victim.pid}", 1), (f"pid{rescuer.pid}", 2)]
+    experimenter.delete_table()
+
+
+def test_frozen_executor_cannot_overwrite_the_attempt_that_replaced_it(backend: Backend):
+    experimenter, command = _setup(backend, first_sleep=2.5)
+    work = backend.workdir
+    zombie = _start(command, work)
+    try:
+        _wait_for_file(work / "started")
+        zombie.send_signal(signal.SIGSTOP)
+        rescuer = _start(command, work)
+        _out, err = rescuer.communicate(timeout=120)
+        assert rescuer.returncode == 0, err[-3000:]
+        zombie.send_signal(signal.SIGCONT)
+        _zombie_out, zombie_err = zombie.communicate(timeout=60)
+        assert zombie.returncode == 0, zombie_err[-3000:]
+    finally:
+        zombie.send_signal(signal.SIGCONT)
+        zombie.kill()
+    assert "abandoning experiment" in zombie_err or "discarded" in zombie_err
+    row = experimenter.get_table().iloc[0]
+    assert row["status"] == "done" and row["attempt"] == 2
+    assert row["winner"] == f"pid{rescuer.pid}"
+    assert (work / "ledger").read_text().split() == [f"pid{rescuer.pid}"]
+    assert list(experimenter.get_attempts_table()["outcome"]) == ["lost", "done"]
+    logs = experimenter.get_logtable("progress")
+    assert sorted(logs["attempt"]) == [1, 2]
+    experimenter.delete_table()
+    assert os.path.exists(work / "first")
