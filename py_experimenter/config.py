@@ -107,6 +107,9 @@ class ExecutionSpec:
     lease_seconds: float = 120.0
     heartbeat_seconds: float = 30.0
     max_attempts: int = 3
+    #: After SIGTERM / SIGINT, how long the running experiment may still finish before it is
+    #: handed back (attempt ``interrupted``, row ``created``). A second signal hands back at once.
+    grace_seconds: float = 30.0
     isolation: Literal["inline", "process"] = "inline"
     timeout: float | None = None
     memory: str | None = None

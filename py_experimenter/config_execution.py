@@ -229,6 +229,13 @@ def _memory(check: Checker, value: Any, path: str) -> str:
     return str(value).strip()
 
 
+def _non_negative(check: Checker, value: Any, where: str) -> float:
+    number = float(check.real(value, where))
+    if number < 0:
+        check.fail(where, f"expected a number >= 0, got {value}")
+    return number
+
+
 def parse_execution(check: Checker, raw: Any, path: str) -> ExecutionSpec:
     """Validate ``PY_EXPERIMENTER.Execution`` (every key optional) and return the spec.
 
@@ -248,6 +255,7 @@ def parse_execution(check: Checker, raw: Any, path: str) -> ExecutionSpec:
         "lease_seconds": positive,
         "heartbeat_seconds": positive,
         "max_attempts": lambda v, w: check.integer(v, w, minimum=1),
+        "grace_seconds": lambda v, w: _non_negative(check, v, w),
         "isolation": lambda v, w: check.choice(v, w, ISOLATIONS),
         "timeout": positive,
         "memory": lambda v, w: _memory(check, v, w),

@@ -5,11 +5,15 @@ User exceptions become ``error`` rows with the full traceback and never stop the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import os
+import signal
+import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from py_experimenter.emissions import EmissionsRecorder
@@ -18,6 +22,7 @@ from py_experimenter.heartbeat import Heartbeat
 from py_experimenter.queue import Experiment, ExperimentQueue
 from py_experimenter.recovery import LeaseRecovery
 from py_experimenter.result_processor import ResultProcessor
+from py_experimenter.shutdown import SIGNALS, ExecutorInterrupted, GracefulShutdown
 from py_experimenter.status import ExperimentStatus
 
 logger = logging.getLogger("py-experimenter")
@@ -60,6 +65,7 @@ class Executor:
         random_order: bool = False,
         heartbeat_seconds: float | None = None,
         recovery: LeaseRecovery | None = None,
+        grace_seconds: float = 30.0,
     ):
         self.queue = queue
         self.function = function
@@ -69,6 +75,8 @@ class Executor:
         self.heartbeat_seconds = heartbeat_seconds
         self.recovery = recovery
         self._last_recovery = float("-inf")
+        self.grace_seconds = grace_seconds
+        self.shutdown: GracefulShutdown | None = None
 
     def run(self, max_experiments: int = -1, budget: Any = None) -> int:
         """Claim and run experiments until none is left or ``max_experiments`` ran (-1: no limit).
@@ -78,15 +86,17 @@ class Executor:
         """
         done = 0
         try:
-            while max_experiments < 0 or done < max_experiments:
-                if budget is not None and not _take(budget):
-                    break
-                experiment = self._next_experiment()
-                if experiment is None:
-                    break
-                self.run_experiment(experiment)
-                done += 1
+            with GracefulShutdown(self.grace_seconds) as self.shutdown:
+                while max_experiments < 0 or done < max_experiments:
+                    if self.shutdown.requested or (budget is not None and not _take(budget)):
+                        break
+                    experiment = self._next_experiment()
+                    if experiment is None:
+                        break
+                    self.run_experiment(experiment)
+                    done += 1
         finally:
+            self.shutdown = None
             self.queue.close()
         return done
 
@@ -102,7 +112,7 @@ class Executor:
                 self._last_recovery = time.monotonic()
                 self.recovery.recover()
             experiment = self.queue.claim(random_order=self.random_order)
-            if experiment is not None or self.recovery is None:
+            if experiment is not None or self.recovery is None or self._stopping():
                 return experiment
             if self.recovery.recover():
                 continue
@@ -111,6 +121,11 @@ class Executor:
                 return None
             logger.info("waiting %.1f s for the lease of a silent executor to expire", wait)
             time.sleep(min(wait + 0.05, interval))
+            if self._stopping():
+                return None
+
+    def _stopping(self) -> bool:
+        return self.shutdown is not None and self.shutdown.requested
 
     def run_experiment(self, experiment: Experiment) -> ExperimentStatus | None:
         """Run one claimed experiment and record its outcome; None if the lease was lost."""
@@ -122,7 +137,16 @@ class Executor:
         try:
             if heartbeat:
                 heartbeat.start()
-            returned = self.function(dict(experiment.keyfields), processor, dict(self.custom))
+            if self.shutdown:
+                self.shutdown.experiment_started()
+            try:
+                returned = self.function(dict(experiment.keyfields), processor, dict(self.custom))
+            finally:
+                if self.shutdown:
+                    self.shutdown.experiment_ended()
+        except ExecutorInterrupted as interrupted:
+            self._hand_back(experiment, str(interrupted))
+            return None
         except LeaseLostError as lost:
             logger.warning("abandoning experiment %s: %s", experiment.id, lost)
             return None
@@ -144,6 +168,13 @@ class Executor:
             return None
         return status
 
+
+    def _hand_back(self, experiment: Experiment, reason: str) -> None:
+        logger.warning("experiment %s handed back: %s", experiment.id, reason)
+        if self.recovery is None:
+            self.recovery = LeaseRecovery(self.queue.db, max_attempts=1_000_000)
+        if not self.recovery.hand_back(experiment, reason=reason):
+            logger.warning("experiment %s was no longer ours when handing it back", experiment.id)
 
     def _heartbeat(self, experiment: Experiment) -> Heartbeat | None:
         if not self.heartbeat_seconds:
@@ -176,8 +207,9 @@ def run_processes(executor: Executor, n_jobs: int, max_experiments: int = -1) ->
     ]
     for process in processes:
         process.start()
-    for process in processes:
-        process.join()
+    with _forwarding_signals(processes):
+        for process in processes:
+            process.join()
     failed = [p.name for p in processes if p.exitcode != 0]
     if failed:
         raise PyExperimenterError(
@@ -185,6 +217,26 @@ def run_processes(executor: Executor, n_jobs: int, max_experiments: int = -1) ->
             "had claimed stay 'running' until their lease expires"
         )
     return int(counter.value)
+
+
+@contextlib.contextmanager
+def _forwarding_signals(processes: list[Any]) -> Iterator[None]:
+    """Pass SIGTERM / SIGINT on to the executor processes (they shut down gracefully)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def forward(signum: int, _frame: Any) -> None:
+        for process in processes:
+            if process.is_alive() and process.pid:
+                os.kill(process.pid, signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _child(executor: Executor, budget: Any, counter: Any) -> None:

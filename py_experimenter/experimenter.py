@@ -139,7 +139,8 @@ class PyExperimenter:
         execution = self.config.execution
         return Executor(self._queue(), function, self.config.custom, emissions=emissions,
                         random_order=random_order, heartbeat_seconds=execution.heartbeat_seconds,
-                        recovery=LeaseRecovery(self.db, max_attempts=execution.max_attempts))
+                        recovery=LeaseRecovery(self.db, max_attempts=execution.max_attempts),
+                        grace_seconds=execution.grace_seconds)
 
     def execute(
         self,

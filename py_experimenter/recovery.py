@@ -10,7 +10,7 @@ backend has it, so two executors never recover the same row twice.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -18,10 +18,14 @@ from py_experimenter.db.database import Database, retry_transient
 from py_experimenter.db.schema import DateTime
 from py_experimenter.status import ExperimentStatus
 
+if TYPE_CHECKING:
+    from py_experimenter.queue import Experiment
+
 RUNNING = ExperimentStatus.RUNNING.value
 #: Outcomes that count towards ``max_attempts``.
 COUNTED_OUTCOMES = ("lost", "interrupted")
 BATCH = 50
+LOST_REASON = "lease expired: the executor stopped heartbeating (killed, frozen or disconnected)"
 
 
 class LeaseRecovery:
@@ -39,13 +43,17 @@ class LeaseRecovery:
         )
         if d.skip_locked:
             self._expired = self._expired.with_for_update(skip_locked=True)
-        self._close_lost = (
+        self._close_attempt = (
             sa.update(attempts)
             .where(attempts.c.experiment_id == sa.bindparam("eid"), attempts.c.attempt == sa.bindparam("att"),
                    attempts.c.ended_at.is_(None))
-            .values(ended_at=d.now(), outcome="lost",
-                    error="lease expired: the executor stopped heartbeating (killed, frozen or disconnected)")
+            .values(ended_at=d.now(), outcome=sa.bindparam("outcome"), error=sa.bindparam("reason"))
         )
+        self._fenced_row = sa.select(main.c.ID, main.c.attempt, main.c.creation_date).where(
+            main.c.ID == sa.bindparam("eid"), main.c.attempt == sa.bindparam("att"), main.c.status == RUNNING
+        )
+        if d.skip_locked:
+            self._fenced_row = self._fenced_row.with_for_update()
         self._count_lost = (
             sa.select(sa.func.count())
             .select_from(attempts)
@@ -73,16 +81,30 @@ class LeaseRecovery:
         with self.db.begin() as conn:
             rows = conn.execute(self._expired).all()
             for row in rows:
-                self._recover_row(conn, row)
+                self._give_back(conn, row, "lost", LOST_REASON)
         return len(rows)
 
-    def _recover_row(self, conn: sa.Connection, row: Any) -> None:
+    def hand_back(self, experiment: Experiment, *, reason: str) -> bool:
+        """Give a running experiment back on shutdown (attempt ``interrupted``); False if it
+        was no longer ours."""
+
+        def attempt() -> bool:
+            with self.db.begin() as conn:
+                row = conn.execute(self._fenced_row, {"eid": experiment.id, "att": experiment.attempt}).first()
+                if row is not None:
+                    self._give_back(conn, row, "interrupted", reason)
+                return row is not None
+
+        return retry_transient(attempt)
+
+    def _give_back(self, conn: sa.Connection, row: Any, outcome: str, reason: str) -> None:
         params = {"eid": row.ID, "att": row.attempt}
-        conn.execute(self._close_lost, params)
+        conn.execute(self._close_attempt, {**params, "outcome": outcome, "reason": reason})
         lost = conn.scalar(self._count_lost, {"eid": row.ID, "since": row.creation_date}) or 0
         if lost >= self.max_attempts:
-            reason = (f"the executor was lost {lost} times (max_attempts={self.max_attempts}): killed, frozen "
-                      "or disconnected before finishing; see the attempts table, then reset the experiment")
+            reason = (f"the executor was lost or interrupted {lost} times (max_attempts={self.max_attempts}): "
+                      "killed, frozen, disconnected or stopped before finishing; see the attempts table, "
+                      "then reset the experiment")
             conn.execute(self._fail, {**params, "reason": reason})
         else:
             conn.execute(self._requeue, params)

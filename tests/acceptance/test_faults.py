@@ -122,3 +122,68 @@ def test_frozen_executor_cannot_overwrite_the_attempt_that_replaced_it(backend: 
     assert sorted(logs["attempt"]) == [1, 2]
     experimenter.delete_table()
     assert os.path.exists(work / "first")
+
+
+SLEEPER = textwrap.dedent('''
+    import time
+    from pathlib import Path
+
+    def run(keyfields, result_processor, custom_fields):
+        Path(custom_fields["work"], f"started-{keyfields['seed']}").touch()
+        time.sleep(float(custom_fields["sleep"]))
+''')
+
+
+def _sleeper_setup(backend: Backend, sleep: float, grace: float, n_jobs: int = 1) -> tuple[PyExperimenter, list[str]]:
+    work = backend.workdir
+    (work / "sleeper_fn.py").write_text(SLEEPER)
+    table = f"term_{uuid.uuid4().hex[:10]}"
+    data = experiment_yaml(backend.provider, table, {"seed": {"type": "INT", "values": [0, 1, 2, 3]}},
+                           Custom={"work": str(work), "sleep": sleep},
+                           Execution={"lease_seconds": 10, "heartbeat_seconds": 1, "grace_seconds": grace})
+    config = work / "term.yml"
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    credentials = str(backend.credentials_file())
+    experimenter = PyExperimenter(str(config), credentials, use_codecarbon=False)
+    experimenter.fill_table_from_config()
+    command = [sys.executable, "-m", "py_experimenter.cli", "run", str(config), "--credentials", credentials,
+               "--function", "sleeper_fn:run", "--n-jobs", str(n_jobs)]
+    return experimenter, command
+
+
+def test_sigterm_hands_the_running_experiment_back_and_exits_0(backend: Backend):
+    experimenter, command = _sleeper_setup(backend, sleep=600, grace=0.5, n_jobs=2)
+    work = backend.workdir
+    executor = _start(command, work)
+    try:
+        _wait_for_file(work / "started-0")
+        _wait_for_file(work / "started-1")
+        executor.send_signal(signal.SIGTERM)
+        _out, err = executor.communicate(timeout=60)
+    finally:
+        executor.kill()
+    assert executor.returncode == 0, err[-3000:]
+    assert "handed back" in err
+    table = experimenter.get_table()
+    assert set(table["status"]) == {"created"}
+    assert list(table["attempt"]) == [1, 1, 0, 0]
+    attempts = experimenter.get_attempts_table()
+    assert sorted(attempts["experiment_id"]) == [1, 2]
+    assert set(attempts["outcome"]) == {"interrupted"} and attempts["ended_at"].notna().all()
+    experimenter.delete_table()
+
+
+def test_experiment_finishing_within_the_grace_period_is_kept(backend: Backend):
+    experimenter, command = _sleeper_setup(backend, sleep=1.5, grace=30)
+    work = backend.workdir
+    executor = _start(command, work)
+    try:
+        _wait_for_file(work / "started-0")
+        executor.send_signal(signal.SIGTERM)
+        _out, err = executor.communicate(timeout=60)
+    finally:
+        executor.kill()
+    assert executor.returncode == 0, err[-3000:]
+    assert list(experimenter.get_table()["status"]) == ["done", "created", "created", "created"]
+    assert list(experimenter.get_attempts_table()["outcome"]) == ["done"]
+    experimenter.delete_table()

@@ -40,7 +40,7 @@ def test_expired_leases_are_requeued_then_failed_after_max_attempts(make_experim
     assert recovery.recover() == 1
     row = exp.get_table().set_index("ID").loc[2]
     assert row["status"] == "error"
-    assert "lost 2 times (max_attempts=2)" in row["error"]
+    assert "lost or interrupted 2 times (max_attempts=2)" in row["error"]
     outcomes = exp.get_attempts_table().set_index(["experiment_id", "attempt"])["outcome"]
     assert outcomes[(2, 1)] == "lost" and outcomes[(2, 2)] == "lost" and pd.isna(outcomes[(1, 1)])
 

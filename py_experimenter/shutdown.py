@@ -1,0 +1,84 @@
+"""Graceful shutdown of an executor on SIGTERM / SIGINT (Ctrl-C, ``scancel``, Slurm's
+pre-walltime signal).
+
+The first signal stops claiming. A running experiment may finish within the grace period;
+after it, or at once on a second signal, :class:`ExecutorInterrupted` is raised inside the
+experiment function and the executor hands the experiment back (attempt ``interrupted``,
+row ``created``). Signals less than a second apart count as one, so a signal delivered both
+to a process group and forwarded by a parent does not skip the grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+logger = logging.getLogger("py-experimenter")
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SAME_SIGNAL_WINDOW = 1.0
+
+
+class ExecutorInterrupted(BaseException):
+    """Raised inside a running experiment to hand it back; a BaseException so that a user's
+    ``except Exception`` does not swallow it."""
+
+
+class GracefulShutdown:
+    """Signal handling for one executor process (a no-op outside the main thread)."""
+
+    def __init__(self, grace_seconds: float):
+        self.grace_seconds = grace_seconds
+        self.requested = False
+        self._in_experiment = False
+        self._first_signal_at: float | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> GracefulShutdown:
+        if threading.current_thread() is threading.main_thread():
+            for signum in SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+            self._previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._on_grace_over)
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        if self._previous:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def experiment_started(self) -> None:
+        self._in_experiment = True
+        if self.requested:
+            raise ExecutorInterrupted("shutdown requested before the experiment started")
+
+    def experiment_ended(self) -> None:
+        self._in_experiment = False
+        if self._previous:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        now = time.monotonic()
+        name = signal.Signals(signum).name
+        if self._first_signal_at is None:
+            self._first_signal_at = now
+            self.requested = True
+            if not self._in_experiment:
+                logger.warning("%s: no new experiments will be claimed; exiting", name)
+                return
+            if self.grace_seconds <= 0:
+                raise ExecutorInterrupted(f"{name}: handing the experiment back")
+            logger.warning("%s: no new experiments will be claimed; the running one has %g s to finish "
+                           "(send the signal again to hand it back now)", name, self.grace_seconds)
+            signal.setitimer(signal.ITIMER_REAL, self.grace_seconds)
+        elif now - self._first_signal_at >= SAME_SIGNAL_WINDOW and self._in_experiment:
+            raise ExecutorInterrupted(f"second {name}: handing the experiment back now")
+
+    def _on_grace_over(self, _signum: int, _frame: FrameType | None) -> None:
+        if self._in_experiment:
+            raise ExecutorInterrupted(f"grace period of {self.grace_seconds:g} s is over: handing the experiment back")
