@@ -20,6 +20,9 @@ import yaml
 from py_experimenter.experimenter import PyExperimenter
 from tests.conftest import Backend, experiment_yaml
 
+HEARTBEAT = 0.5
+SILENT = 2 * HEARTBEAT + 0.5
+
 FUNCTION = textwrap.dedent('''
     import os, time
     from pathlib import Path
@@ -49,7 +52,7 @@ def _setup(backend: Backend, first_sleep: float) -> tuple[PyExperimenter, list[s
     data = experiment_yaml(backend.provider, table, {"seed": {"type": "INT", "values": [0]}}, {"winner": "VARCHAR(40)"},
                            {"progress": {"who": "VARCHAR(40)"}},
                            Custom={"work": str(work), "first_sleep": first_sleep},
-                           Execution={"lease_seconds": 2, "heartbeat_seconds": 0.5, "max_attempts": 3})
+                           Execution={"lease_seconds": 2, "heartbeat_seconds": HEARTBEAT, "max_attempts": 3})
     config = work / "fault.yml"
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     credentials = str(backend.credentials_file())
@@ -79,6 +82,7 @@ def test_killed_executor_is_recovered_by_another(backend: Backend):
         _wait_for_file(work / "started")
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
+        time.sleep(SILENT)  # a peer counts as silent after two missed heartbeats
         rescuer = _start(command, work)
         _out, err = rescuer.communicate(timeout=120)
         assert rescuer.returncode == 0, err[-3000:]
@@ -103,6 +107,7 @@ def test_frozen_executor_cannot_overwrite_the_attempt_that_replaced_it(backend: 
     try:
         _wait_for_file(work / "started")
         zombie.send_signal(signal.SIGSTOP)
+        time.sleep(SILENT)
         rescuer = _start(command, work)
         _out, err = rescuer.communicate(timeout=120)
         assert rescuer.returncode == 0, err[-3000:]
