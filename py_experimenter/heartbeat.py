@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+import weakref
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -35,13 +36,9 @@ class Heartbeat:
         self.beats = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{experiment.id}", daemon=True)
-        main, dialect = db.schema.main, db.dialect
-        fence = sa.and_(main.c.ID == experiment.id, main.c.attempt == experiment.attempt,
-                        main.c.status == "running")
-        self._beat = sa.update(main).where(fence).values(
-            lease_until=dialect.now_plus("lease"), heartbeat_at=dialect.now()
-        )
-        self._flag = sa.select(main.c.cancel_requested).where(fence)
+        self._beat, self._flag = _statements(db)
+        self._params = {"eid": experiment.id, "att": experiment.attempt,
+                        "lease": db.dialect.seconds_param(lease_seconds)}
 
     def start(self) -> None:
         """Start beating in the background."""
@@ -54,16 +51,30 @@ class Heartbeat:
             self._thread.join()
 
     def _run(self) -> None:
-        params = {"lease": self.db.dialect.seconds_param(self.lease_seconds)}
         while not self._stop.wait(self.interval):
             try:
                 with self.db.begin() as conn:
-                    if conn.execute(self._beat, params).rowcount != 1:
+                    if conn.execute(self._beat, self._params).rowcount != 1:
                         self.lost.set()
                         return
                     self.beats += 1
-                    if conn.scalar(self._flag):
+                    if conn.scalar(self._flag, self._params):
                         self.cancel_requested.set()
             except sa.exc.DBAPIError as err:
                 logger.warning("heartbeat of experiment %s failed, retrying: %s",
                                self.experiment.id, str(err.orig).splitlines()[0] if err.orig else err)
+
+
+_STATEMENTS: weakref.WeakKeyDictionary[sa.Table, tuple[sa.Update, sa.Select[Any]]] = weakref.WeakKeyDictionary()
+
+
+def _statements(db: Database) -> tuple[sa.Update, sa.Select[Any]]:
+    """The beat and the cancel-flag query, built once per table (bound parameters)."""
+    main = db.schema.main
+    if main not in _STATEMENTS:
+        dialect = db.dialect
+        fence = sa.and_(main.c.ID == sa.bindparam("eid"), main.c.attempt == sa.bindparam("att"),
+                        main.c.status == "running")
+        beat = sa.update(main).where(fence).values(lease_until=dialect.now_plus("lease"), heartbeat_at=dialect.now())
+        _STATEMENTS[main] = (beat, sa.select(main.c.cancel_requested).where(fence))
+    return _STATEMENTS[main]
