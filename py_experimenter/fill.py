@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from py_experimenter.db.database import Database, retry_transient
+from py_experimenter.db.engine import DriverStatement
 from py_experimenter.db.schema import DateTime
 from py_experimenter.grid import RowCanonicalizer
 from py_experimenter.status import ExperimentStatus
@@ -30,7 +31,8 @@ def fill_rows(db: Database, rows: Iterable[Mapping[str, Any]], *, batch_size: in
     main = db.schema.main
     canonicalizer = RowCanonicalizer(db.schema.spec.keyfields)
     # Plain bound parameters only: PyMySQL then sends a batch as one multi-row INSERT.
-    insert = db.dialect.insert_skipping_duplicates(main)
+    columns = [*canonicalizer.names, "keyhash", "status", "creation_date"]
+    insert = DriverStatement(db.dialect.insert_skipping_duplicates(main), executemany_keys=columns)
     existing_in = sa.select(main.c.keyhash).where(main.c.keyhash.in_(sa.bindparam("hashes", expanding=True)))
     added = 0
     with db.connect() as conn:
@@ -53,7 +55,7 @@ def fill_rows(db: Database, rows: Iterable[Mapping[str, Any]], *, batch_size: in
                         present = set(conn.scalars(existing_in, {"hashes": [r["keyhash"] for r in batch]}))
                         batch = [r for r in batch if r["keyhash"] not in present]
                     if batch:
-                        conn.execute(insert, batch)
+                        insert.executemany(conn, batch)
                     return len(batch)
 
             added += retry_transient(insert_batch)

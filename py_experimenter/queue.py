@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from py_experimenter.db.database import Database
+from py_experimenter.db.engine import DriverStatement
 from py_experimenter.exceptions import LeaseLostError
 from py_experimenter.status import ExperimentStatus
 
@@ -103,8 +104,8 @@ class ExperimentQueue:
                 picked = conn.execute(st.pick_random if random_order else st.pick).first()
                 if picked is None:
                     return None
-                row = picked if conn.execute(
-                    st.claim_by_id, {**self._claim_params(), "eid": picked.ID, "from_status": CREATED}
+                row = picked if st.claim_by_id.execute(
+                    conn, {**self._claim_params(), "eid": picked.ID, "from_status": CREATED}
                 ).rowcount == 1 else None
             if row is None:
                 return None
@@ -119,7 +120,7 @@ class ExperimentQueue:
             if row is None or row.status != from_status.value:
                 return None
             params = {**self._claim_params(), "eid": experiment_id, "from_status": from_status.value}
-            if conn.execute(st.claim_by_id, params).rowcount != 1:
+            if st.claim_by_id.execute(conn, params).rowcount != 1:
                 return None
             return self._open_attempt(conn, row)
 
@@ -136,8 +137,8 @@ class ExperimentQueue:
     def _open_attempt(self, conn: Connection, row: Any) -> Experiment:
         attempt = row.attempt + 1
         ident = self.identity
-        conn.execute(
-            self._statements.insert_attempt,
+        self._statements.insert_attempt.execute(
+            conn,
             {"eid": row.ID, "att": attempt, "worker": ident.worker, "machine": ident.machine,
              "job_id": ident.job_id},
         )
@@ -180,11 +181,11 @@ class ExperimentQueue:
         st = self._statements
         conn = self.conn
         with conn.begin():
-            result = conn.execute(st.finish, {**_fence(experiment), "new_status": status.value, "error": error})
+            result = st.finish.execute(conn, {**_fence(experiment), "new_status": status.value, "error": error})
             if result.rowcount != 1:
                 raise self._lease_lost(experiment, "status")
-            conn.execute(
-                st.close_attempt,
+            st.close_attempt.execute(
+                conn,
                 {"eid": experiment.id, "att": experiment.attempt, "outcome": outcome or status.value,
                  "error": error},
             )
@@ -267,9 +268,9 @@ class _Statements:
         claim_values = dict(
             status=RUNNING, attempt=main.c.attempt + 1, start_date=d.now(), worker=bp("worker"),
             machine=bp("machine"), name=bp("name"), job_id=bp("job_id"), lease_until=d.now_plus("lease"),
-            heartbeat_at=d.now(), end_date=None, error=None,
+            heartbeat_at=d.now(), end_date=sa.null(), error=sa.null(),
         )
-        self.claim_by_id = (
+        self.claim_by_id = DriverStatement(
             sa.update(main).where(main.c.ID == bp("eid"), main.c.status == bp("from_status")).values(**claim_values)
         )
         self.claim_returning: sa.Update | None = None
@@ -280,18 +281,18 @@ class _Statements:
                 .returning(main.c.ID, (main.c.attempt - 1).label("attempt"),
                            *(main.c[k] for k in db.schema.spec.keyfield_names))
             )
-        self.insert_attempt = sa.insert(attempts).values(
+        self.insert_attempt = DriverStatement(sa.insert(attempts).values(
             experiment_id=bp("eid"), attempt=bp("att"), worker=bp("worker"), machine=bp("machine"),
             job_id=bp("job_id"), started_at=d.now(),
-        )
+        ))
         self.fence = sa.and_(main.c.ID == bp("eid"), main.c.attempt == bp("att"), main.c.status == RUNNING)
         self.lock_running = sa.select(main.c.ID).where(self.fence)
         if d.skip_locked:
             self.lock_running = self.lock_running.with_for_update()
-        self.finish = sa.update(main).where(self.fence).values(
-            status=bp("new_status"), end_date=d.now(), error=bp("error"), lease_until=None
-        )
-        self.close_attempt = (
+        self.finish = DriverStatement(sa.update(main).where(self.fence).values(
+            status=bp("new_status"), end_date=d.now(), error=bp("error"), lease_until=sa.null()
+        ))
+        self.close_attempt = DriverStatement(
             sa.update(attempts)
             .where(attempts.c.experiment_id == bp("eid"), attempts.c.attempt == bp("att"))
             .values(ended_at=d.now(), outcome=bp("outcome"), error=bp("error"))

@@ -7,11 +7,13 @@ executors regardless of the server's or the node's time zone.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine import URL, Connection, CursorResult, Engine
+from sqlalchemy.sql.expression import UpdateBase
 
 from py_experimenter.exceptions import DatabaseConnectionError
 
@@ -94,3 +96,107 @@ def _sqlite_engine(url: URL) -> Engine:
 def describe(url: URL) -> str:
     """The URL with its password hidden, for messages and logs."""
     return url.render_as_string(hide_password=True)
+
+
+class DriverStatement:
+    """A hot-path write, compiled once per dialect and run as the driver's SQL text.
+
+    ``Connection.execute`` looks the statement up in the compiled cache and runs every
+    parameter (every row of an executemany) through SQLAlchemy's parameter construction on
+    each call; on the claim/finish path and in large fills that cost more CPU than the driver
+    itself. Here the compiled text goes through ``exec_driver_sql``, which keeps SQLAlchemy's
+    transaction, event, error-wrapping and disconnect handling, and the parameters get the
+    same bind processors SQLAlchemy would apply. A statement that needs more of SQLAlchemy
+    (Python-side column defaults, expanding or escaped parameters) is run the ordinary way,
+    so the outcome is the same either way.
+
+    Returned rows are not type-processed: use it for writes only. ``executemany_keys``
+    makes it a statement for :meth:`executemany` whose rows are mappings of exactly these
+    keys (the columns of an INSERT without ``.values()``).
+    """
+
+    def __init__(self, statement: UpdateBase, executemany_keys: Sequence[str] | None = None):
+        self.statement = statement
+        self.executemany_keys = list(executemany_keys) if executemany_keys is not None else None
+        self._plan: tuple[sa.Dialect, _DriverPlan | None] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_plan": None}
+
+    def execute(self, conn: Connection, params: Mapping[str, Any]) -> CursorResult[Any]:
+        """Run once with ``params``."""
+        if self.executemany_keys is not None:
+            raise TypeError("this statement was compiled for executemany()")
+        plan = self._plan_for(conn.dialect)
+        try:
+            arguments = plan.arguments(plan.compiled.construct_params(params)) if plan else None
+        except Exception:  # a missing or unprocessable value: SQLAlchemy raises its own error
+            arguments = None
+        if plan is None or arguments is None:
+            return conn.execute(self.statement, params)
+        return conn.exec_driver_sql(plan.sql, arguments)
+
+    def executemany(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> CursorResult[Any]:
+        """Run for every row (each a mapping of exactly ``executemany_keys``) in one executemany."""
+        if self.executemany_keys is None:
+            raise TypeError("executemany() needs executemany_keys")
+        plan = self._plan_for(conn.dialect)
+        if plan is None or set(plan.compiled.binds) != set(self.executemany_keys):
+            return conn.execute(self.statement, rows)
+        if plan.order is None and not plan.processors:
+            return conn.exec_driver_sql(plan.sql, list(rows))
+        try:
+            arguments = [plan.arguments(row) for row in rows]
+        except Exception:  # a missing or unprocessable value: SQLAlchemy raises its own error
+            return conn.execute(self.statement, rows)
+        return conn.exec_driver_sql(plan.sql, arguments)
+
+    def _plan_for(self, dialect: sa.Dialect) -> _DriverPlan | None:
+        cached = self._plan
+        if cached is None or cached[0] is not dialect:
+            cached = self._plan = (dialect, _DriverPlan.compile(self.statement, dialect, self.executemany_keys))
+        return cached[1]
+
+
+class _DriverPlan:
+    """Compiled text, parameter order (positional drivers) and bind processors of a statement."""
+
+    def __init__(self, compiled: Any, dialect: sa.Dialect):
+        self.compiled = compiled
+        self.sql: str = compiled.string
+        self.order: tuple[str, ...] | None = tuple(compiled.positiontup) if compiled.positional else None
+        self.processors: dict[str, Any] = {}
+        for name, bind in compiled.binds.items():
+            # The processor SQLAlchemy itself applies (TypeEngine._cached_bind_processor).
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                self.processors[name] = processor
+
+    @classmethod
+    def compile(
+        cls, statement: UpdateBase, dialect: sa.Dialect, executemany_keys: list[str] | None
+    ) -> _DriverPlan | None:
+        """The plan, or None when the statement needs SQLAlchemy's own execution."""
+        if executemany_keys is None:
+            compiled: Any = statement.compile(dialect=dialect)
+        else:  # as Connection.execute compiles for a list of rows (no implicit RETURNING of the key)
+            compiled = statement.compile(dialect=dialect, column_keys=executemany_keys, for_executemany=True)
+        if (compiled.literal_execute_params or compiled.post_compile_params or compiled.escaped_bind_names
+                or compiled.insert_prefetch or compiled.update_prefetch):
+            return None
+        return cls(compiled, dialect)
+
+    def arguments(self, values: Mapping[str, Any]) -> Any:
+        """The driver's parameters for bound ``values`` (keyed by bind name)."""
+        processors = self.processors
+        if self.order is not None:
+            if not processors:
+                return tuple([values[name] for name in self.order])
+            return tuple([processors[name](values[name]) if name in processors else values[name]
+                          for name in self.order])
+        if not processors:
+            return values
+        processed = dict(values)
+        for name, processor in processors.items():
+            processed[name] = processor(values[name])
+        return processed
