@@ -110,6 +110,9 @@ class ExecutionSpec:
     #: After SIGTERM / SIGINT, how long the running experiment may still finish before it is
     #: handed back (attempt ``interrupted``, row ``created``). A second signal hands back at once.
     grace_seconds: float = 30.0
+    #: How long executors keep retrying (with bounded backoff) while the database server is
+    #: unreachable before they give up and exit non-zero.
+    database_outage_seconds: float = 300.0
     isolation: Literal["inline", "process"] = "inline"
     timeout: float | None = None
     memory: str | None = None

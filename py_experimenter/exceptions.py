@@ -45,6 +45,10 @@ class DatabaseConnectionError(DatabaseError):
     """The database cannot be reached (the message never contains a password)."""
 
 
+class DatabaseUnavailableError(DatabaseConnectionError):
+    """The database stayed unreachable longer than ``Execution.database_outage_seconds``."""
+
+
 class TableError(DatabaseError):
     """The table is missing, or exists with columns that differ from the configuration."""
 

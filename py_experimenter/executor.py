@@ -10,6 +10,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from py_experimenter.emissions import EmissionsRecorder
-from py_experimenter.exceptions import LeaseLostError, PyExperimenterError
+from py_experimenter.exceptions import DatabaseUnavailableError, LeaseLostError, PyExperimenterError
 from py_experimenter.heartbeat import Heartbeat
 from py_experimenter.queue import Experiment, ExperimentQueue
 from py_experimenter.recovery import LeaseRecovery
@@ -150,6 +151,8 @@ class Executor:
         except LeaseLostError as lost:
             logger.warning("abandoning experiment %s: %s", experiment.id, lost)
             return None
+        except DatabaseUnavailableError:
+            raise
         except Exception:
             error = traceback.format_exc()
             logger.error("experiment %s failed:\n%s", experiment.id, error)
@@ -240,6 +243,10 @@ def _forwarding_signals(processes: list[Any]) -> Iterator[None]:
 
 
 def _child(executor: Executor, budget: Any, counter: Any) -> None:
-    ran = executor.run(-1, budget)
+    try:
+        ran = executor.run(-1, budget)
+    except DatabaseUnavailableError as err:
+        logger.error("%s", err)
+        sys.exit(3)
     with counter.get_lock():
         counter.value += ran

@@ -12,8 +12,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from py_experimenter.db.database import Database, retry_transient
+from py_experimenter.db.database import Database
 from py_experimenter.db.engine import DriverStatement
+from py_experimenter.db.retry import retry_transient
 from py_experimenter.db.schema import DateTime
 from py_experimenter.grid import RowCanonicalizer
 from py_experimenter.status import ExperimentStatus

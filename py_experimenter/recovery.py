@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from py_experimenter.db.database import Database, retry_transient
+from py_experimenter.db.database import Database
 from py_experimenter.db.schema import DateTime
 from py_experimenter.status import ExperimentStatus
 
@@ -75,7 +75,7 @@ class LeaseRecovery:
 
     def recover(self) -> int:
         """Take back every row whose lease expired; returns how many."""
-        return retry_transient(self._recover_once)
+        return self.db.run(self._recover_once)
 
     def _recover_once(self) -> int:
         with self.db.begin() as conn:
@@ -95,7 +95,7 @@ class LeaseRecovery:
                     self._give_back(conn, row, "interrupted", reason)
                 return row is not None
 
-        return retry_transient(attempt)
+        return self.db.run(attempt)
 
     def _give_back(self, conn: sa.Connection, row: Any, outcome: str, reason: str) -> None:
         params = {"eid": row.ID, "att": row.attempt}
@@ -112,10 +112,11 @@ class LeaseRecovery:
     def seconds_until_stale_lease_expires(self, stale_after: float) -> float | None:
         """For running rows without a heartbeat for ``stale_after`` seconds: seconds until the
         first of their leases expires (0 if already), or None when there are none."""
-        with self.db.begin() as conn:
-            first_expiry, now = conn.execute(
-                self._stale, {"stale": self.db.dialect.seconds_param(-stale_after)}
-            ).one()
+        def query() -> Any:
+            with self.db.begin() as conn:
+                return conn.execute(self._stale, {"stale": self.db.dialect.seconds_param(-stale_after)}).one()
+
+        first_expiry, now = self.db.run(query)
         if first_expiry is None:
             return None
         if isinstance(first_expiry, str):  # SQLite without type processing

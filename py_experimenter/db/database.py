@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import random
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -14,6 +12,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 
 from py_experimenter.db.dialects import Dialect, dialect_for
 from py_experimenter.db.engine import backend_name, create_engine, describe
+from py_experimenter.db.retry import first_line, retry_outage
 from py_experimenter.db.schema import Schema
 from py_experimenter.exceptions import DatabaseConnectionError, TableError
 
@@ -27,8 +26,10 @@ class Database:
     to executor processes: each gets its own connections.
     """
 
-    def __init__(self, url: URL, schema: Schema):
+    def __init__(self, url: URL, schema: Schema, *, outage_seconds: float = 300.0):
         self.url = url
+        #: How long :meth:`run` rides out an unreachable server before giving up.
+        self.outage_seconds = outage_seconds
         self.backend = backend_name(url)
         self.dialect: Dialect = dialect_for(self.backend)
         self.schema = schema
@@ -65,7 +66,7 @@ class Database:
             return self.engine.connect()
         except sa.exc.OperationalError as err:
             raise DatabaseConnectionError(
-                f"cannot connect to {describe(self.url)}: {_first_line(err.orig)}"
+                f"cannot connect to {describe(self.url)}: {first_line(err.orig)}"
             ) from None
 
     def dispose(self) -> None:
@@ -94,7 +95,7 @@ class Database:
                         conn.exec_driver_sql(f"CREATE DATABASE {quoted}")
         except sa.exc.OperationalError as err:
             raise DatabaseConnectionError(
-                f"cannot create database {name!r} on {describe(self.url)}: {_first_line(err.orig)}"
+                f"cannot create database {name!r} on {describe(self.url)}: {first_line(err.orig)}"
             ) from None
         finally:
             server.dispose()
@@ -136,34 +137,12 @@ class Database:
         """``with db.begin() as conn``: a transaction on a pooled connection."""
         return self.engine.begin()
 
+    def run(self, action: Callable[[], T], on_disconnect: Callable[[], None] | None = None) -> T:
+        """Run ``action`` (one transaction), retrying deadlocks and riding out outages.
 
-_RETRYABLE_MYSQL = {1205, 1213}  # lock wait timeout, deadlock
-_RETRYABLE_POSTGRES = {"40001", "40P01"}  # serialization failure, deadlock
-
-
-def is_transient(error: BaseException) -> bool:
-    """True for errors after which the same transaction may simply be tried again."""
-    orig = getattr(error, "orig", error)
-    if getattr(orig, "sqlstate", None) in _RETRYABLE_POSTGRES:
-        return True
-    args = getattr(orig, "args", ())
-    if args and isinstance(args[0], int) and args[0] in _RETRYABLE_MYSQL:
-        return True
-    return "database is locked" in str(orig)
+        :raises DatabaseUnavailableError: the server stayed away ``outage_seconds``.
+        """
+        return retry_outage(action, outage_seconds=self.outage_seconds, where=describe(self.url),
+                            on_disconnect=on_disconnect)
 
 
-def retry_transient(action: Callable[[], T], attempts: int = 8) -> T:
-    """Run ``action`` again (with jittered backoff) after a deadlock or lock timeout."""
-    for attempt in range(attempts):
-        try:
-            return action()
-        except sa.exc.DBAPIError as err:
-            if attempt == attempts - 1 or not is_transient(err):
-                raise
-            time.sleep(random.uniform(0, 0.05 * 2**attempt))
-    raise AssertionError("unreachable")
-
-
-def _first_line(error: BaseException | None) -> str:
-    text = str(error) if error is not None else "unknown error"
-    return text.strip().splitlines()[0] if text.strip() else type(error).__name__

@@ -108,6 +108,7 @@ def build_schema(spec: TableSpec) -> Schema:
         sa.Column("error", LongText),
         sa.Column("cpu_seconds", sa.Double),
         sa.Column("max_rss_mb", sa.Double),
+        sa.Column("duration_seconds", sa.Double),
         sa.UniqueConstraint("experiment_id", "attempt", name=f"uq_{spec.name}_attempt"[:64]),
     )
     logtables = {
