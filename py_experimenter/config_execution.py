@@ -256,6 +256,7 @@ def parse_execution(check: Checker, raw: Any, path: str) -> ExecutionSpec:
         "heartbeat_seconds": positive,
         "max_attempts": lambda v, w: check.integer(v, w, minimum=1),
         "grace_seconds": lambda v, w: _non_negative(check, v, w),
+        "database_outage_seconds": lambda v, w: _non_negative(check, v, w),
         "isolation": lambda v, w: check.choice(v, w, ISOLATIONS),
         "timeout": positive,
         "memory": lambda v, w: _memory(check, v, w),
@@ -281,6 +282,14 @@ def parse_execution(check: Checker, raw: Any, path: str) -> ExecutionSpec:
             f"({spec.lease_seconds:g}), or a running experiment loses its lease between two heartbeats; "
             "about a quarter of the lease is a good value",
         )
+    if spec.adapter == "function" and spec.isolation == "inline":
+        for key in ("timeout", "memory"):
+            if getattr(spec, key) is not None:
+                check.fail(
+                    f"{path}.{key}",
+                    f"{key} needs the experiment in its own process: add isolation: process (a function "
+                    "running inline in the executor cannot be stopped or limited safely)",
+                )
     if spec.adapter == "docker" and spec.image is None:
         check.fail(f"{path}.image", "adapter 'docker' needs an image, e.g. image: python:3.12-slim")
     if spec.adapter == "command" and spec.command is None:
@@ -288,3 +297,62 @@ def parse_execution(check: Checker, raw: Any, path: str) -> ExecutionSpec:
             f"{path}.command", "adapter 'command' needs a command, e.g. command: [python, run.py, '{seed}']"
         )
     return spec
+
+
+_OVERRIDE_PATH = "Execution"
+#: Keys whose text (from a command line or environment variable) is read as a number.
+_NUMERIC_KEYS = frozenset(
+    {"lease_seconds", "heartbeat_seconds", "max_attempts", "grace_seconds", "database_outage_seconds",
+     "timeout", "cpus", "gpus"}
+)
+
+
+def _option(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+class _OptionChecker(Checker):
+    """A :class:`Checker` whose errors name command-line options (``--heartbeat-seconds``)."""
+
+    def __init__(self, source: str, given: Iterable[str]) -> None:
+        super().__init__(source)
+        self.given = tuple(given)
+
+    def fail(self, path: str, message: str, cls: type[ConfigError] = ConfigError) -> NoReturn:
+        key = re.split(r"[.\[]", path.removeprefix(_OVERRIDE_PATH + "."), maxsplit=1)[0] if path else ""
+        # A rule broken by a value from the file together with an override (heartbeat >= lease)
+        # names the overriding option(s): that is what the user just typed.
+        names = [key] if key in self.given else list(self.given)
+        raise cls(message, source=self.source, key_path=", ".join(map(_option, names)) or None)
+
+
+def override_execution(spec: ExecutionSpec, source: str, **values: Any) -> ExecutionSpec:
+    """``spec`` with the given ``Execution`` keys replaced, validated by the file's rules.
+
+    Values that are None are ignored (not given). Text for numeric keys (``"60"``, as it comes
+    from a command line or environment variable) is read as a number. The merged settings go
+    through :func:`parse_execution`, so every rule of the experiment file applies (positive
+    numbers, ``heartbeat_seconds < lease_seconds``, memory sizes such as ``"2g"``, ...).
+
+    :param spec: the settings from the experiment file.
+    :param source: where the values come from, for error messages (e.g. ``"command line"``).
+    :param values: ``Execution`` keys, e.g. ``lease_seconds=600``.
+    :raises ConfigError: a value breaks a rule; the key path is the option (``--heartbeat-seconds``).
+    """
+    given = {key: value for key, value in values.items() if value is not None}
+    check = _OptionChecker(source, given)
+    for key, value in given.items():
+        if key in _NUMERIC_KEYS and isinstance(value, str):
+            given[key] = _number(check, value, key)
+    merged = {f.name: getattr(spec, f.name) for f in fields(spec)}
+    merged.update(given)
+    return parse_execution(check, merged, _OVERRIDE_PATH)
+
+
+def _number(check: Checker, text: str, key: str) -> int | float:
+    for kind in (int, float):
+        try:
+            return kind(text.strip())
+        except ValueError:
+            continue
+    check.fail(f"{_OVERRIDE_PATH}.{key}", f"expected a number, got {text!r}")

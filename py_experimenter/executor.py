@@ -9,21 +9,25 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import resource
 import signal
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from py_experimenter.config import ExecutionSpec
 from py_experimenter.emissions import EmissionsRecorder
 from py_experimenter.exceptions import DatabaseUnavailableError, LeaseLostError, PyExperimenterError
-from py_experimenter.heartbeat import Heartbeat
-from py_experimenter.queue import Experiment, ExperimentQueue
+from py_experimenter.heartbeat import Heartbeat, Watch
+from py_experimenter.isolation import run_in_child
+from py_experimenter.queue import Experiment, ExperimentQueue, ResourceUsage
 from py_experimenter.recovery import LeaseRecovery
 from py_experimenter.result_processor import ResultProcessor
-from py_experimenter.shutdown import SIGNALS, ExecutorInterrupted, GracefulShutdown
+from py_experimenter.shutdown import SIGNALS, ExecutorInterrupted, ExperimentStopped, GracefulShutdown
 from py_experimenter.status import ExperimentStatus
 
 logger = logging.getLogger("py-experimenter")
@@ -53,8 +57,22 @@ def final_status(returned: Any) -> tuple[ExperimentStatus, str | None]:
     )
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """How one attempt ended: the row's status, the attempt's outcome, error text, usage."""
+
+    status: ExperimentStatus
+    outcome: str
+    error: str | None = None
+    usage: ResourceUsage | None = None
+
+
 class Executor:
-    """Runs claimed experiments one at a time in this process."""
+    """Runs claimed experiments one at a time in this process.
+
+    ``execution`` gives lease, heartbeat, recovery, grace period and isolation settings;
+    ``heartbeats=False`` turns heartbeats (and with them lease extension) off, for benchmarks.
+    """
 
     def __init__(
         self,
@@ -62,22 +80,30 @@ class Executor:
         function: ExperimentFunction,
         custom: Mapping[str, Any],
         *,
+        execution: ExecutionSpec | None = None,
         emissions: EmissionsRecorder | None = None,
         random_order: bool = False,
-        heartbeat_seconds: float | None = None,
-        recovery: LeaseRecovery | None = None,
-        grace_seconds: float = 30.0,
+        heartbeats: bool = True,
     ):
         self.queue = queue
         self.function = function
         self.custom = custom
+        self.execution = execution = execution or ExecutionSpec()
         self.emissions = emissions
         self.random_order = random_order
-        self.heartbeat_seconds = heartbeat_seconds
-        self.recovery = recovery
+        self.heartbeat_seconds = execution.heartbeat_seconds
+        self.heartbeat = (Heartbeat(queue.db, lease_seconds=queue.lease_seconds, interval=execution.heartbeat_seconds)
+                          if heartbeats else None)
+        self.recovery = LeaseRecovery(queue.db, max_attempts=execution.max_attempts)
         self._last_recovery = float("-inf")
-        self.grace_seconds = grace_seconds
         self.shutdown: GracefulShutdown | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if self.heartbeat is not None:  # a thread does not travel to another process
+            state["heartbeat"] = Heartbeat(self.queue.db, lease_seconds=self.queue.lease_seconds,
+                                           interval=self.heartbeat_seconds)
+        return state
 
     def run(self, max_experiments: int = -1, budget: Any = None) -> int:
         """Claim and run experiments until none is left or ``max_experiments`` ran (-1: no limit).
@@ -87,7 +113,7 @@ class Executor:
         """
         done = 0
         try:
-            with GracefulShutdown(self.grace_seconds) as self.shutdown:
+            with GracefulShutdown(self.execution.grace_seconds) as self.shutdown:
                 while max_experiments < 0 or done < max_experiments:
                     if self.shutdown.requested or (budget is not None and not _take(budget)):
                         break
@@ -98,6 +124,8 @@ class Executor:
                     done += 1
         finally:
             self.shutdown = None
+            if self.heartbeat is not None:
+                self.heartbeat.close()
             self.queue.close()
         return done
 
@@ -107,13 +135,13 @@ class Executor:
         When nothing is claimable but some running row has stopped heartbeating, wait for
         its lease to expire and take it over instead of leaving it behind.
         """
-        interval = self.heartbeat_seconds or 30.0
+        interval = self.heartbeat_seconds
         while True:
-            if self.recovery and time.monotonic() - self._last_recovery >= interval:
+            if time.monotonic() - self._last_recovery >= interval:
                 self._last_recovery = time.monotonic()
                 self.recovery.recover()
             experiment = self.queue.claim(random_order=self.random_order)
-            if experiment is not None or self.recovery is None or self._stopping():
+            if experiment is not None or self._stopping():
                 return experiment
             if self.recovery.recover():
                 continue
@@ -129,61 +157,100 @@ class Executor:
         return self.shutdown is not None and self.shutdown.requested
 
     def run_experiment(self, experiment: Experiment) -> ExperimentStatus | None:
-        """Run one claimed experiment and record its outcome; None if the lease was lost."""
-        processor = ResultProcessor(self.queue, experiment)
-        error: str | None = None
+        """Run one claimed experiment and record its outcome; None if it was not ours to finish."""
         if self.emissions:
             self.emissions.start()
-        heartbeat = self._heartbeat(experiment)
+        inline = self.execution.isolation == "inline"
+        on_stop = self.shutdown.stop_experiment if inline and self.shutdown else None
+        watch = self.heartbeat.watch(experiment, on_stop=on_stop) if self.heartbeat else None
+        usage = _UsageMeter() if inline else None
         try:
-            if heartbeat:
-                heartbeat.start()
             if self.shutdown:
                 self.shutdown.experiment_started()
             try:
-                returned = self.function(dict(experiment.keyfields), processor, dict(self.custom))
+                result = self._call_inline(experiment) if inline else self._call_isolated(experiment, watch)
             finally:
                 if self.shutdown:
                     self.shutdown.experiment_ended()
+        except ExperimentStopped as stopped:
+            result = _Outcome(ExperimentStatus.ERROR, stopped.kind, str(stopped))
         except ExecutorInterrupted as interrupted:
             self._hand_back(experiment, str(interrupted))
             return None
         except LeaseLostError as lost:
             logger.warning("abandoning experiment %s: %s", experiment.id, lost)
             return None
-        except DatabaseUnavailableError:
-            raise
-        except Exception:
-            error = traceback.format_exc()
-            logger.error("experiment %s failed:\n%s", experiment.id, error)
-            status = ExperimentStatus.ERROR
-        else:
-            status, error = final_status(returned)
         finally:
-            if heartbeat:
-                heartbeat.stop()
+            if self.heartbeat:
+                self.heartbeat.unwatch()
             if self.emissions:
                 self.emissions.stop(self.queue, experiment)
+        if result.outcome == "lost":
+            logger.warning("abandoning experiment %s: %s", experiment.id, result.error)
+            return None
+        if result.error and result.outcome != "done":
+            logger.error("experiment %s ended as %s:\n%s", experiment.id, result.outcome, result.error)
         try:
-            self.queue.finish(experiment, status, error=error)
+            self.queue.finish(experiment, result.status, outcome=result.outcome, error=result.error,
+                              usage=result.usage or (usage.read() if usage else None))
         except LeaseLostError as lost:
             logger.warning("result of experiment %s discarded: %s", experiment.id, lost)
             return None
-        return status
+        return result.status
 
+    def _call_inline(self, experiment: Experiment) -> _Outcome:
+        processor = ResultProcessor(self.queue, experiment)
+        try:
+            returned = self.function(dict(experiment.keyfields), processor, dict(self.custom))
+        except (LeaseLostError, DatabaseUnavailableError):
+            raise
+        except Exception:
+            return _Outcome(ExperimentStatus.ERROR, "error", traceback.format_exc())
+        status, error = final_status(returned)
+        return _Outcome(status, status.value, error)
+
+    def _call_isolated(self, experiment: Experiment, watch: Watch | None) -> _Outcome:
+        """Run the function in a child process under the timeout and memory limit."""
+
+        def target() -> Any:
+            try:
+                return self.function(dict(experiment.keyfields), ResultProcessor(self.queue, experiment),
+                                     dict(self.custom))
+            finally:  # the child's own connections, closed politely before os._exit
+                self.queue.close()
+                self.queue.db.dispose()
+
+        child = run_in_child(target, timeout=self.execution.timeout, memory_bytes=self.execution.memory_bytes,
+                             should_stop=watch.stop_reason if watch else None)
+        usage = ResourceUsage(child.cpu_seconds, child.max_rss_mb, child.duration_seconds)
+        if child.kind == "returned":
+            status, error = final_status(child.value)
+            return _Outcome(status, status.value, error, usage)
+        outcome = {"raised": "error", "crashed": "error", "stopped": child.stop_kind or "cancelled"}.get(
+            child.kind, child.kind)
+        return _Outcome(ExperimentStatus.ERROR, outcome, child.error, usage)
 
     def _hand_back(self, experiment: Experiment, reason: str) -> None:
         logger.warning("experiment %s handed back: %s", experiment.id, reason)
-        if self.recovery is None:
-            self.recovery = LeaseRecovery(self.queue.db, max_attempts=1_000_000)
         if not self.recovery.hand_back(experiment, reason=reason):
             logger.warning("experiment %s was no longer ours when handing it back", experiment.id)
 
-    def _heartbeat(self, experiment: Experiment) -> Heartbeat | None:
-        if not self.heartbeat_seconds:
-            return None
-        return Heartbeat(self.queue.db, experiment, lease_seconds=self.queue.lease_seconds,
-                         interval=self.heartbeat_seconds)
+
+class _UsageMeter:
+    """CPU seconds and wall clock of this process from now on; its peak RSS so far."""
+
+    def __init__(self) -> None:
+        self._started = time.monotonic()
+        self._cpu = _cpu_seconds(resource.getrusage(resource.RUSAGE_SELF))
+
+    def read(self) -> ResourceUsage:
+        now = resource.getrusage(resource.RUSAGE_SELF)
+        return ResourceUsage(cpu_seconds=_cpu_seconds(now) - self._cpu, max_rss_mb=now.ru_maxrss / 1024,
+                             duration_seconds=time.monotonic() - self._started)
+
+
+def _cpu_seconds(usage: Any) -> float:
+    return float(usage.ru_utime + usage.ru_stime)
 
 
 def _take(budget: Any) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -21,7 +21,6 @@ from py_experimenter.executor import Executor, ExperimentFunction, run_processes
 from py_experimenter.fill import fill_rows
 from py_experimenter.grid import RowCanonicalizer, combine, grid_rows
 from py_experimenter.queue import ExperimentQueue, WorkerIdentity
-from py_experimenter.recovery import LeaseRecovery
 from py_experimenter.result_processor import ResultProcessor
 from py_experimenter.status import ExperimentStatus
 
@@ -132,15 +131,13 @@ class PyExperimenter:
 
     def _queue(self) -> ExperimentQueue:
         execution = self.config.execution
+        self.db.outage_seconds = execution.database_outage_seconds
         return ExperimentQueue(self.db, WorkerIdentity(name=self.name), lease_seconds=execution.lease_seconds)
 
     def _executor(self, function: ExperimentFunction, random_order: bool = False) -> Executor:
         emissions = EmissionsRecorder(self.config.codecarbon) if self.use_codecarbon else None
-        execution = self.config.execution
-        return Executor(self._queue(), function, self.config.custom, emissions=emissions,
-                        random_order=random_order, heartbeat_seconds=execution.heartbeat_seconds,
-                        recovery=LeaseRecovery(self.db, max_attempts=execution.max_attempts),
-                        grace_seconds=execution.grace_seconds)
+        return Executor(self._queue(), function, self.config.custom, execution=self.config.execution,
+                        emissions=emissions, random_order=random_order)
 
     def execute(
         self,
@@ -234,11 +231,15 @@ class PyExperimenter:
 
     # -- maintenance and analysis ------------------------------------------------------
 
-    def reset_experiments(self, *states: str | ExperimentStatus) -> int:
+    def reset_experiments(self, *states: str | ExperimentStatus, where: str | None = None) -> int:
         """Put experiments in ``states`` (or ``"all"``) back to ``created``, in place.
 
         IDs and logtable rows stay; every earlier try remains in ``<table>__attempts``.
         Returns how many experiments were reset.
+
+        :param where: optional SQL condition over the table's columns, ANDed with the states
+            (e.g. ``"dataset = 'iris'"``); used as written, so pass only trusted text.
+        :raises ConfigError: an unknown state, or ``where`` is not a valid condition.
         """
         if not states:
             self.logger.warning("reset_experiments() called without states; nothing was reset")
@@ -252,7 +253,7 @@ class PyExperimenter:
                 valid = [s.value for s in ExperimentStatus]
                 raise ConfigError(f"unknown status {state!r}; valid statuses are {valid}") from None
         self._ensure_tables()
-        return self._queue().reset(statuses)
+        return self._queue().reset(statuses, where=where)
 
     def get_table(self) -> pd.DataFrame:
         """The experiment table as a DataFrame."""
@@ -282,3 +283,22 @@ class PyExperimenter:
         self._ensure_tables()
         with self.db.connect() as conn:
             return pd.read_sql_query(sa.select(table).order_by(table.c.ID), conn)
+
+    def cancel_experiments(
+        self, experiment_ids: Iterable[int] | int | None = None, where: str | None = None
+    ) -> dict[str, int]:
+        """Cancel experiments by ID and/or SQL condition; returns ``{"requested": n, "cancelled": m}``.
+
+        Running experiments are asked to stop (their executor ends the try as ``cancelled``
+        at its next heartbeat; ``requested`` counts them). Experiments not started yet
+        (``created`` / ``paused``) become ``error`` at once, with the reason in ``error``
+        (``cancelled`` counts them). Finished experiments are left alone.
+
+        :param experiment_ids: one ID or several; ANDed with ``where`` when both are given.
+        :param where: SQL condition over the table's columns (e.g. ``"dataset = 'iris'"``);
+            used as written, so pass only trusted text.
+        :raises ConfigError: neither given, or ``where`` is not a valid condition.
+        """
+        ids = [experiment_ids] if isinstance(experiment_ids, int) else experiment_ids
+        self._ensure_tables()
+        return self._queue().request_cancel(ids, where=where)

@@ -11,11 +11,12 @@ raises :class:`~py_experimenter.exceptions.LeaseLostError` instead of overwritin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -25,6 +26,7 @@ from py_experimenter.db.engine import DriverStatement
 from py_experimenter.exceptions import LeaseLostError
 from py_experimenter.status import ExperimentStatus
 
+T = TypeVar("T")
 RUNNING = ExperimentStatus.RUNNING.value
 CREATED = ExperimentStatus.CREATED.value
 
@@ -48,6 +50,18 @@ def slurm_job_id() -> str | None:
     if array_job and task:
         return f"{array_job}_{task}"
     return os.environ.get("SLURM_JOB_ID")
+
+
+@dataclass(frozen=True)
+class ResourceUsage:
+    """What one attempt used, where known: CPU seconds, peak memory (MiB), wall-clock seconds."""
+
+    cpu_seconds: float | None = None
+    max_rss_mb: float | None = None
+    duration_seconds: float | None = None
+
+    def params(self) -> dict[str, float | None]:
+        return {"cpu": self.cpu_seconds, "rss": self.max_rss_mb, "duration": self.duration_seconds}
 
 
 @dataclass(frozen=True)
@@ -91,10 +105,24 @@ class ExperimentQueue:
             self._conn.close()
         self._conn = None
 
+    def _run(self, action: Callable[[], T]) -> T:
+        """Run one transaction, retrying deadlocks and riding out database outages."""
+        return self.db.run(action, on_disconnect=self._drop_connection)
+
+    def _drop_connection(self) -> None:
+        """Forget the persistent connection after a disconnect (the next use reconnects)."""
+        conn, self._conn = self._conn, None
+        if conn is not None and self._conn_pid == os.getpid():
+            with contextlib.suppress(Exception):
+                conn.invalidate()
+
     # -- claims ------------------------------------------------------------------------
 
     def claim(self, *, random_order: bool = False) -> Experiment | None:
         """Claim the next ``created`` experiment, or None when none is left to claim."""
+        return self._run(lambda: self._claim_once(random_order))
+
+    def _claim_once(self, random_order: bool) -> Experiment | None:
         st = self._statements
         conn = self.conn
         with conn.begin():
@@ -113,6 +141,9 @@ class ExperimentQueue:
 
     def claim_id(self, experiment_id: int, from_status: ExperimentStatus) -> Experiment | None:
         """Claim one given experiment if it is in ``from_status``; None otherwise."""
+        return self._run(lambda: self._claim_id_once(experiment_id, from_status))
+
+    def _claim_id_once(self, experiment_id: int, from_status: ExperimentStatus) -> Experiment | None:
         st = self._statements
         conn = self.conn
         with conn.begin():
@@ -152,22 +183,30 @@ class ExperimentQueue:
         if not values:
             return
         stmt = self._statements.results_update(frozenset(values))
-        with self.conn.begin():
-            result = self.conn.execute(stmt, {**values, **_fence(experiment)})
-            if result.rowcount != 1:
-                raise self._lease_lost(experiment, "results")
+
+        def once() -> None:
+            conn = self.conn
+            with conn.begin():
+                if conn.execute(stmt, {**values, **_fence(experiment)}).rowcount != 1:
+                    raise self._lease_lost(experiment, "results")
+
+        self._run(once)
 
     def write_logs(self, experiment: Experiment, rows: Mapping[str, list[dict[str, Any]]]) -> None:
         """Append rows to logtables for a running experiment, fenced (all or nothing)."""
         st = self._statements
-        conn = self.conn
-        with conn.begin():
-            if conn.execute(st.lock_running, _fence(experiment)).first() is None:
-                raise self._lease_lost(experiment, "logs")
-            for logtable, entries in rows.items():
-                params = [{**entry, "experiment_id": experiment.id, "attempt": experiment.attempt}
-                          for entry in entries]
-                conn.execute(st.log_insert(logtable, frozenset(entries[0])), params)
+
+        def once() -> None:
+            conn = self.conn
+            with conn.begin():
+                if conn.execute(st.lock_running, _fence(experiment)).first() is None:
+                    raise self._lease_lost(experiment, "logs")
+                for logtable, entries in rows.items():
+                    params = [{**entry, "experiment_id": experiment.id, "attempt": experiment.attempt}
+                              for entry in entries]
+                    conn.execute(st.log_insert(logtable, frozenset(entries[0])), params)
+
+        self._run(once)
 
     def finish(
         self,
@@ -176,24 +215,44 @@ class ExperimentQueue:
         *,
         outcome: str | None = None,
         error: str | None = None,
+        usage: ResourceUsage | None = None,
     ) -> None:
-        """Close the attempt and set the row's final status, fenced."""
+        """Close the attempt (with its resource usage) and set the row's final status, fenced.
+
+        Safe to retry after a dropped connection: when the first try committed but its reply
+        was lost, the retry finds the row already finished by this attempt and succeeds.
+        """
         st = self._statements
-        conn = self.conn
-        with conn.begin():
-            result = st.finish.execute(conn, {**_fence(experiment), "new_status": status.value, "error": error})
-            if result.rowcount != 1:
-                raise self._lease_lost(experiment, "status")
-            st.close_attempt.execute(
-                conn,
-                {"eid": experiment.id, "att": experiment.attempt, "outcome": outcome or status.value,
-                 "error": error},
-            )
+        close_params = {"eid": experiment.id, "att": experiment.attempt, "outcome": outcome or status.value,
+                        "error": error, **(usage or ResourceUsage()).params()}
+        tries = 0
+
+        def once() -> None:
+            nonlocal tries
+            tries += 1
+            conn = self.conn
+            with conn.begin():
+                result = st.finish.execute(conn, {**_fence(experiment), "new_status": status.value, "error": error})
+                if result.rowcount != 1:
+                    if tries > 1 and self._finished_by(conn, experiment, status):
+                        return
+                    raise self._lease_lost(experiment, "status")
+                st.close_attempt.execute(conn, close_params)
+
+        self._run(once)
+
+    def _finished_by(self, conn: Connection, experiment: Experiment, status: ExperimentStatus) -> bool:
+        row = conn.execute(self._statements.select_by_id, {"eid": experiment.id}).first()
+        return row is not None and row.attempt == experiment.attempt and row.status == status.value
 
     def current_attempt(self, experiment_id: int) -> Experiment | None:
         """The running attempt of ``experiment_id`` (for ``attach``), or None if not running."""
-        with self.db.begin() as conn:
-            row = conn.execute(self._statements.select_by_id, {"eid": experiment_id}).first()
+
+        def once() -> Any:
+            with self.db.begin() as conn:
+                return conn.execute(self._statements.select_by_id, {"eid": experiment_id}).first()
+
+        row = self._run(once)
         if row is None or row.status != RUNNING:
             return None
         names = self.db.schema.spec.keyfield_names
@@ -207,31 +266,89 @@ class ExperimentQueue:
 
     # -- administration ----------------------------------------------------------------
 
-    def reset(self, statuses: Iterable[ExperimentStatus]) -> int:
+    def reset(self, statuses: Iterable[ExperimentStatus], where: str | None = None) -> int:
         """Put experiments in ``statuses`` back to ``created`` in place; returns how many.
 
         IDs, logtable rows and attempt history stay. The attempt counter is kept, so a
         still-running executor of a reset experiment is fenced out. Its open attempt is
         closed as ``cancelled``.
+
+        :param where: optional SQL boolean expression over the main table's columns (e.g.
+            ``"dataset = 'iris'"``), ANDed with the status filter. It is inserted into the
+            statement as written: trusted input only (the caller's own database).
+        :raises ConfigError: ``where`` is not a valid condition; nothing was changed.
         """
+        from py_experimenter.exceptions import ConfigError
+
         values = {s.value for s in statuses}
         if ExperimentStatus.ALL.value in values:
             values = {s.value for s in ExperimentStatus if s is not ExperimentStatus.ALL}
         main, attempts = self.db.schema.main, self.db.schema.attempts
         clear = {c.name: None for c in main.columns if c.name in _reset_columns(self.db)}
-        with self.db.begin() as conn:
-            if RUNNING in values:
-                running = sa.select(main.c.ID).where(main.c.status == RUNNING).scalar_subquery()
-                conn.execute(
-                    sa.update(attempts)
-                    .where(attempts.c.experiment_id.in_(running), attempts.c.ended_at.is_(None))
-                    .values(ended_at=self.db.dialect.now(), outcome="cancelled", error="reset")
+        # Parenthesized (so an OR stays inside), colons escaped (not bind parameters: '10:00').
+        chosen = [] if where is None else [sa.text("(" + where.replace(":", "\\:") + ")")]
+        try:
+            with self.db.begin() as conn:
+                if RUNNING in values:
+                    running = sa.select(main.c.ID).where(main.c.status == RUNNING, *chosen).scalar_subquery()
+                    conn.execute(
+                        sa.update(attempts)
+                        .where(attempts.c.experiment_id.in_(running), attempts.c.ended_at.is_(None))
+                        .values(ended_at=self.db.dialect.now(), outcome="cancelled", error="reset")
+                    )
+                result = conn.execute(
+                    sa.update(main).where(main.c.status.in_(sorted(values)), *chosen)
+                    .values(status=CREATED, creation_date=self.db.dialect.now(), cancel_requested=False, **clear)
                 )
-            result = conn.execute(
-                sa.update(main).where(main.c.status.in_(sorted(values)))
-                .values(status=CREATED, creation_date=self.db.dialect.now(), cancel_requested=False, **clear)
-            )
+        except sa.exc.DBAPIError as err:
+            if where is None or err.connection_invalidated:
+                raise
+            lines = str(err.orig).strip().splitlines() or [type(err.orig).__name__]
+            raise ConfigError(f"invalid where condition {where!r}: {lines[0]}") from err
         return int(result.rowcount)
+
+    def request_cancel(self, ids: Iterable[int] | None = None, where: str | None = None) -> dict[str, int]:
+        """Cancel the selected experiments; returns ``{"requested": n, "cancelled": m}``.
+
+        ``running`` rows get ``cancel_requested`` set: their executor's heartbeat notices it
+        and ends the try as ``cancelled`` (``requested`` counts them). ``created`` and
+        ``paused`` rows never start: they become ``error`` with the reason in ``error``, and
+        no attempt is recorded (``cancelled`` counts them). ``done`` and ``error`` rows are
+        left alone.
+
+        :param ids: experiment IDs; ANDed with ``where`` when both are given.
+        :param where: SQL boolean expression over the main table's columns, inserted as
+            written: trusted input only (the caller's own database).
+        :raises ConfigError: neither ``ids`` nor ``where`` given, or ``where`` is not a valid
+            condition (nothing was changed).
+        """
+        from py_experimenter.exceptions import ConfigError
+
+        if ids is None and where is None:
+            raise ConfigError("name the experiments to cancel: give experiment IDs or a where condition")
+        main = self.db.schema.main
+        chosen: list[Any] = [] if ids is None else [main.c.ID.in_(sorted({int(i) for i in ids}))]
+        if where is not None:
+            chosen.append(sa.text("(" + where.replace(":", "\\:") + ")"))
+        waiting = [CREATED, ExperimentStatus.PAUSED.value]
+        try:
+            with self.db.begin() as conn:
+                # Rows not started first: one claimed meanwhile is running by the next statement.
+                cancelled = conn.execute(
+                    sa.update(main).where(main.c.status.in_(waiting), *chosen).values(
+                        status=ExperimentStatus.ERROR.value, error="cancelled before it started (cancel requested)",
+                        end_date=self.db.dialect.now(), lease_until=None, cancel_requested=False,
+                    )
+                ).rowcount
+                requested = conn.execute(
+                    sa.update(main).where(main.c.status == RUNNING, *chosen).values(cancel_requested=True)
+                ).rowcount
+        except sa.exc.DBAPIError as err:
+            if where is None or err.connection_invalidated:
+                raise
+            lines = str(err.orig).strip().splitlines() or [type(err.orig).__name__]
+            raise ConfigError(f"invalid where condition {where!r}: {lines[0]}") from err
+        return {"requested": int(requested), "cancelled": int(cancelled)}
 
     def status_counts(self) -> dict[str, int]:
         """Number of rows per status."""
@@ -295,7 +412,8 @@ class _Statements:
         self.close_attempt = DriverStatement(
             sa.update(attempts)
             .where(attempts.c.experiment_id == bp("eid"), attempts.c.attempt == bp("att"))
-            .values(ended_at=d.now(), outcome=bp("outcome"), error=bp("error"))
+            .values(ended_at=d.now(), outcome=bp("outcome"), error=bp("error"), cpu_seconds=bp("cpu"),
+                    max_rss_mb=bp("rss"), duration_seconds=bp("duration"))
         )
         self._results: dict[frozenset[str], sa.Update] = {}
         self._logs: dict[tuple[str, frozenset[str]], sa.Insert] = {}

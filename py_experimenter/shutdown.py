@@ -6,6 +6,10 @@ after it, or at once on a second signal, :class:`ExecutorInterrupted` is raised 
 experiment function and the executor hands the experiment back (attempt ``interrupted``,
 row ``created``). Signals less than a second apart count as one, so a signal delivered both
 to a process group and forwarded by a parent does not skip the grace period.
+
+The heartbeat thread uses the same machinery to stop an experiment running inline in the
+main thread when it is cancelled or its lease is lost (:meth:`GracefulShutdown.stop_experiment`):
+:class:`ExperimentStopped` is raised in the main thread at its next Python instruction.
 """
 
 from __future__ import annotations
@@ -28,6 +32,16 @@ class ExecutorInterrupted(BaseException):
     ``except Exception`` does not swallow it."""
 
 
+class ExperimentStopped(BaseException):
+    """Raised inside a running experiment that was cancelled (``kind == "cancelled"``) or whose
+    lease was lost (``kind == "lost"``); a BaseException so that ``except Exception`` does not
+    swallow it."""
+
+    def __init__(self, kind: str, reason: str):
+        super().__init__(reason)
+        self.kind = kind
+
+
 class GracefulShutdown:
     """Signal handling for one executor process (a no-op outside the main thread)."""
 
@@ -37,6 +51,7 @@ class GracefulShutdown:
         self._in_experiment = False
         self._first_signal_at: float | None = None
         self._previous: dict[int, Any] = {}
+        self._stop: tuple[str, str] | None = None
 
     def __enter__(self) -> GracefulShutdown:
         if threading.current_thread() is threading.main_thread():
@@ -54,6 +69,7 @@ class GracefulShutdown:
 
     def experiment_started(self) -> None:
         self._in_experiment = True
+        self._stop = None
         if self.requested:
             raise ExecutorInterrupted("shutdown requested before the experiment started")
 
@@ -79,6 +95,17 @@ class GracefulShutdown:
         elif now - self._first_signal_at >= SAME_SIGNAL_WINDOW and self._in_experiment:
             raise ExecutorInterrupted(f"second {name}: handing the experiment back now")
 
+    def stop_experiment(self, kind: str, reason: str) -> None:
+        """From any thread: raise :class:`ExperimentStopped` in the running inline experiment."""
+        if not self._previous or not self._in_experiment:
+            return
+        self._stop = (kind, reason)
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGALRM)
+
     def _on_grace_over(self, _signum: int, _frame: FrameType | None) -> None:
-        if self._in_experiment:
+        if self._stop is not None and self._in_experiment:
+            kind, reason = self._stop
+            self._stop = None
+            raise ExperimentStopped(kind, reason)
+        if self._in_experiment and self.requested:
             raise ExecutorInterrupted(f"grace period of {self.grace_seconds:g} s is over: handing the experiment back")

@@ -36,6 +36,7 @@ class Database:
         self._engine: Engine | None = None
         self._engine_pid: int | None = None
         self._lock = threading.Lock()
+        self._lock_pid = os.getpid()
 
     def __repr__(self) -> str:
         return f"Database({describe(self.url)!r}, table={self.schema.main.name!r})"
@@ -48,10 +49,16 @@ class Database:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self._lock_pid = os.getpid()
 
     @property
     def engine(self) -> Engine:
         """This process's engine (a forked child never reuses its parent's connections)."""
+        if self._lock_pid != os.getpid():
+            # Forked while another thread (the heartbeat) held the lock: that thread does not
+            # exist here, so the inherited lock would never be released.
+            self._lock = threading.Lock()
+            self._lock_pid = os.getpid()
         with self._lock:
             if self._engine is None or self._engine_pid != os.getpid():
                 if self._engine is not None:

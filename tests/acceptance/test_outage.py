@@ -90,7 +90,7 @@ def test_server_restart_under_four_executors_loses_nothing_and_runs_nothing_twic
         restart = _restart(server, down_seconds=3)
         assert restart.returncode == 0, restart.stderr
         during = len(_ledger(work))
-        out, err = executors.communicate(timeout=240)
+        _out, err = executors.communicate(timeout=240)
     finally:
         executors.kill()
     assert executors.returncode == 0, err[-3000:]

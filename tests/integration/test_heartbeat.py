@@ -37,26 +37,48 @@ def test_heartbeat_extends_the_lease_while_the_function_runs(make_experimenter):
     assert row["heartbeat_at"] > row["start_date"]
 
 
-def test_heartbeat_notices_a_lost_attempt_and_a_cancel_request(make_experimenter):
+def test_heartbeat_notices_a_lost_attempt(make_experimenter):
+    exp = make_experimenter(KEYFIELDS)
+    exp.fill_table_from_config()
+    queue = ExperimentQueue(exp.db, WorkerIdentity())
+    running = queue.claim()
+    assert running is not None
+    heartbeat = Heartbeat(exp.db, lease_seconds=5, interval=0.1)
+    stops: list[tuple[str, str]] = []
+    watch = heartbeat.watch(running, on_stop=lambda kind, why: stops.append((kind, why)))
+    try:
+        exp.reset_experiments("running")  # back to created: this attempt is over
+        assert _wait_for(watch.lost)
+        assert stops and stops[0][0] == "lost" and "no longer ours" in stops[0][1]
+        assert watch.stop_reason() == stops[0]
+    finally:
+        heartbeat.close()
+        queue.close()
+
+
+def test_one_heartbeat_thread_serves_experiment_after_experiment(make_experimenter):
     exp = make_experimenter(KEYFIELDS)
     exp.fill_table_from_config()
     queue = ExperimentQueue(exp.db, WorkerIdentity())
     first, second = queue.claim(), queue.claim()
     assert first is not None and second is not None
-    lost = Heartbeat(exp.db, first, lease_seconds=5, interval=0.1)
-    cancelled = Heartbeat(exp.db, second, lease_seconds=5, interval=0.1)
-    lost.start()
-    cancelled.start()
+    heartbeat = Heartbeat(exp.db, lease_seconds=5, interval=0.1)
     try:
-        main = exp.db.schema.main
-        with exp.db.begin() as conn:
-            conn.execute(sa.update(main).where(main.c.ID == second.id).values(cancel_requested=True))
-        exp.reset_experiments("running")  # both rows back to created: both attempts are over
-        assert _wait_for(lost.lost)
-        assert _wait_for(cancelled.lost)
+        old = heartbeat.watch(first)
+        time.sleep(0.35)
+        thread = heartbeat._thread
+        new = heartbeat.watch(second)
+        beats_of_old = old.beats
+        time.sleep(0.35)
+        assert heartbeat._thread is thread, "a new thread was started for the second experiment"
+        assert beats_of_old >= 1 and old.beats == beats_of_old, "the old attempt was still beaten"
+        assert new.beats >= 1
+        heartbeat.unwatch()
+        beats_of_new = new.beats
+        time.sleep(0.35)
+        assert new.beats == beats_of_new
     finally:
-        lost.stop()
-        cancelled.stop()
+        heartbeat.close()
         queue.close()
 
 
@@ -66,14 +88,17 @@ def test_heartbeat_reports_cancel_requested(make_experimenter):
     queue = ExperimentQueue(exp.db, WorkerIdentity())
     running = queue.claim()
     assert running is not None
-    beat = Heartbeat(exp.db, running, lease_seconds=5, interval=0.1)
-    beat.start()
+    heartbeat = Heartbeat(exp.db, lease_seconds=5, interval=0.1)
+    stops: list[str] = []
+    watch = heartbeat.watch(running, on_stop=lambda kind, why: stops.append(kind))
     try:
         main = exp.db.schema.main
         with exp.db.begin() as conn:
             conn.execute(sa.update(main).where(main.c.ID == running.id).values(cancel_requested=True))
-        assert _wait_for(beat.cancel_requested)
-        assert not beat.lost.is_set() and beat.beats >= 1
+        assert _wait_for(watch.cancel_requested)
+        assert not watch.lost.is_set() and watch.beats >= 1
+        time.sleep(0.3)
+        assert stops == ["cancelled"], "on_stop must be called once"
     finally:
-        beat.stop()
+        heartbeat.close()
         queue.close()

@@ -407,6 +407,21 @@ MALFORMED = [
         ConfigError, id="negative-timeout",
     ),
     pytest.param(
+        doc(top="Execution: {timeout: 60}"),
+        ["PY_EXPERIMENTER.Execution.timeout", "isolation: process"],
+        ConfigError, id="timeout-inline",
+    ),
+    pytest.param(
+        doc(top="Execution: {memory: 2g}"),
+        ["PY_EXPERIMENTER.Execution.memory", "isolation: process"],
+        ConfigError, id="memory-inline",
+    ),
+    pytest.param(
+        doc(top="Execution: {database_outage_seconds: -1}"),
+        ["PY_EXPERIMENTER.Execution.database_outage_seconds", ">= 0"],
+        ConfigError, id="negative-outage",
+    ),
+    pytest.param(
         doc(top="Execution: {cpus: true}"),
         ["PY_EXPERIMENTER.Execution.cpus", "expected a number", "a boolean"],
         ConfigError, id="cpus-bool",
