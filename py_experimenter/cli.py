@@ -1,24 +1,30 @@
 """The ``py-experimenter`` command: subcommands mapped one to one onto library calls.
 
 Every option can also come from an environment variable ``PY_EXPERIMENTER_<OPTION>``
-(e.g. ``PY_EXPERIMENTER_N_JOBS=4``), which is handy in Slurm batch scripts.
+(e.g. ``PY_EXPERIMENTER_N_JOBS=4``), which is handy in Slurm batch scripts; except the
+selections of ``reset`` and ``cancel`` (``--status``, ``--where``, ``--id``), which change rows
+and are therefore taken from the command line only.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import importlib
 import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from tabulate import tabulate
 
 from py_experimenter import __version__
+from py_experimenter.config_execution import ISOLATIONS, override_execution
 from py_experimenter.exceptions import ConfigError, PyExperimenterError
 from py_experimenter.experimenter import PyExperimenter
 from py_experimenter.grid import grid_rows
@@ -76,11 +82,46 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop after this many experiments (default: all) [PY_EXPERIMENTER_MAX_EXPERIMENTS]")
     run.add_argument("--random-order", action="store_true", help="claim in random order")
     run.add_argument("--name", default=_env("name", "PyExperimenter"), help="stored in the name column")
+    execution = run.add_argument_group(
+        "execution settings", "override the experiment file's PY_EXPERIMENTER.Execution keys (same rules)")
+    for option, metavar, what in _EXECUTION_OPTIONS:
+        env = ENV_PREFIX + option.upper().replace("-", "_")
+        execution.add_argument(f"--{option}", metavar=metavar, default=_env(option), help=f"{what} [{env}]")
 
     status = sub.add_parser("status", help="experiments per status")
     common(status)
     status.add_argument("--by", default=_env("by"), metavar="KEYFIELD", help="break the counts down by a keyfield")
+
+    statuses = [s.value for s in ExperimentStatus]
+    reset = sub.add_parser("reset", help="put experiments back to 'created' in place (IDs and history kept)")
+    common(reset)
+    reset.add_argument("--status", action="append", required=True, choices=statuses,
+                       help="reset experiments in this status (repeatable; 'all' for every status)")
+    reset.add_argument("--where", metavar="CONDITION", help=WHERE_HELP)
+
+    cancel = sub.add_parser("cancel", help="stop running experiments, and mark not-started ones as error")
+    common(cancel)
+    cancel.add_argument("--id", dest="ids", action="append", type=int, metavar="N",
+                        help="the experiment with this ID (repeatable)")
+    cancel.add_argument("--where", metavar="CONDITION", help=WHERE_HELP)
     return parser
+
+
+WHERE_HELP = (
+    "only experiments matching this SQL condition over the table's columns, e.g. \"dataset='iris' AND seed<5\" "
+    "(inserted into the SQL as written: use it on your own database only)"
+)
+#: ``run`` options that override ``PY_EXPERIMENTER.Execution``: option, metavar, help.
+_EXECUTION_OPTIONS = (
+    ("lease-seconds", "SECONDS", "a running experiment is reclaimable this long after its last heartbeat"),
+    ("heartbeat-seconds", "SECONDS", "how often a running experiment renews its lease (less than the lease)"),
+    ("max-attempts", "N", "tries (lost / interrupted) before an experiment becomes error"),
+    ("grace-seconds", "SECONDS", "after SIGTERM / SIGINT, how long the running experiment may still finish"),
+    ("isolation", "{" + ",".join(ISOLATIONS) + "}", "run the experiment function in this process or a child"),
+    ("timeout", "SECONDS", "time limit per experiment"),
+    ("memory", "SIZE", "memory limit per experiment, e.g. 2g"),
+    ("database-outage-seconds", "SECONDS", "how long to keep retrying while the database is unreachable"),
+)
 
 
 def load_function(spec: str) -> Callable[..., Any]:
@@ -136,6 +177,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("no experiment function: pass --function MODULE:CALLABLE (or set PY_EXPERIMENTER_FUNCTION)")
     function = load_function(args.function)
     experimenter = _experimenter(args)
+    keys = [option.replace("-", "_") for option, _, _ in _EXECUTION_OPTIONS]
+    overrides = {key: getattr(args, key) for key in keys}
+    execution = override_execution(experimenter.config.execution, "command line", **overrides)
+    # The experimenter reads its config whenever it builds a queue or an executor (nothing is cached).
+    experimenter.config = dataclasses.replace(experimenter.config, execution=execution)
     ran = experimenter.execute(function, random_order=args.random_order, n_jobs=args.n_jobs,
                                max_experiments=args.max_experiments)
     print(f"ran {ran} experiments")
@@ -164,7 +210,41 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"fill": cmd_fill, "run": cmd_run, "status": cmd_status}
+def cmd_reset(args: argparse.Namespace) -> int:
+    experimenter = _experimenter(args)
+    with _where_errors(args.where):
+        reset = experimenter.reset_experiments(*args.status, where=args.where)
+    print(f"reset {reset} experiments to 'created' in {experimenter.config.table.name!r}")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    if args.ids is None and args.where is None:
+        raise ConfigError("name the experiments to cancel: --id N (repeatable) or --where CONDITION")
+    experimenter = _experimenter(args)
+    with _where_errors(args.where):
+        counts = experimenter.cancel_experiments(args.ids, where=args.where)
+    print(f"cancel requested for {counts['requested']} running experiments; "
+          f"cancelled {counts['cancelled']} experiments that had not started")
+    return 0
+
+
+@contextlib.contextmanager
+def _where_errors(where: str | None) -> Iterator[None]:
+    """Report a ``--where`` the database rejects as one line (nothing was changed)."""
+    if where is not None and not where.strip():
+        raise ConfigError("--where is empty; give a SQL condition, e.g. --where \"dataset='iris'\"")
+    try:
+        yield
+    except ConfigError as err:
+        cause = err.__cause__
+        if not isinstance(cause, sa.exc.DBAPIError):
+            raise
+        lines = str(cause.orig).strip().splitlines() or [type(cause.orig).__name__]
+        raise ConfigError(f"invalid --where condition: {lines[0]}") from None
+
+
+COMMANDS = {"fill": cmd_fill, "run": cmd_run, "status": cmd_status, "reset": cmd_reset, "cancel": cmd_cancel}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

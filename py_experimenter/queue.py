@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 from py_experimenter.db.database import Database
 from py_experimenter.db.engine import DriverStatement
-from py_experimenter.exceptions import LeaseLostError
+from py_experimenter.exceptions import ConfigError, LeaseLostError
 from py_experimenter.status import ExperimentStatus
 
 T = TypeVar("T")
@@ -278,7 +278,6 @@ class ExperimentQueue:
             statement as written: trusted input only (the caller's own database).
         :raises ConfigError: ``where`` is not a valid condition; nothing was changed.
         """
-        from py_experimenter.exceptions import ConfigError
 
         values = {s.value for s in statuses}
         if ExperimentStatus.ALL.value in values:
@@ -322,7 +321,6 @@ class ExperimentQueue:
         :raises ConfigError: neither ``ids`` nor ``where`` given, or ``where`` is not a valid
             condition (nothing was changed).
         """
-        from py_experimenter.exceptions import ConfigError
 
         if ids is None and where is None:
             raise ConfigError("name the experiments to cancel: give experiment IDs or a where condition")

@@ -1,4 +1,4 @@
-"""The py-experimenter command: fill, several `run` processes racing, status, clear errors."""
+"""The py-experimenter command: fill, `run` processes racing, status, run options, reset, cancel, errors."""
 
 from __future__ import annotations
 
@@ -9,8 +9,15 @@ import textwrap
 import uuid
 from pathlib import Path
 
+import pytest
 import yaml
 
+from py_experimenter.cli import main as cli_main
+from py_experimenter.config import ExecutionSpec
+from py_experimenter.config_execution import override_execution
+from py_experimenter.exceptions import ConfigError
+from py_experimenter.experimenter import PyExperimenter
+from py_experimenter.queue import ExperimentQueue, WorkerIdentity
 from tests.conftest import Backend, experiment_yaml
 
 FUNCTION = textwrap.dedent('''
@@ -113,3 +120,159 @@ def test_mysql_without_credentials_names_the_fix(tmp_path: Path):
     result = cli("status", str(config), "--credentials", str(tmp_path / "missing.yml"), cwd=tmp_path, env=env)
     assert result.returncode == 2
     assert "missing.yml" in result.stderr and "PY_EXPERIMENTER_CREDENTIALS" in result.stderr
+
+
+# -- in-process: run option overrides, reset, cancel -----------------------------------------
+
+def quick_experiment(keyfields, result_processor, custom_fields):
+    """An experiment function for the in-process tests (``--function tests.acceptance.test_cli:...``)."""
+    result_processor.process_results({"score": 1.0})
+    if keyfields["dataset"] == "b":
+        raise RuntimeError("dataset b always fails")
+
+
+QUICK = "tests.acceptance.test_cli:quick_experiment"
+KEYFIELDS = {"dataset": {"type": "VARCHAR(20)", "values": ["a", "b"]}, "seed": {"type": "INT", "values": [1, 2, 3]}}
+
+
+def _run_cli(*args: str) -> int:
+    return cli_main([str(a) for a in args])
+
+
+@pytest.fixture
+def filled(make_experimenter, backend: Backend) -> tuple[PyExperimenter, list[str]]:
+    """A filled table (a × 1..3, b × 1..3) and the CLI arguments naming it."""
+    experimenter = make_experimenter(KEYFIELDS, {"score": "DOUBLE"})
+    experimenter.fill_table_from_config()
+    return experimenter, [experimenter.config.source, "--credentials", str(backend.credentials_file())]
+
+
+def test_override_execution_applies_the_file_rules():
+    spec = ExecutionSpec(lease_seconds=120, heartbeat_seconds=30)
+    new = override_execution(spec, "command line", lease_seconds="600", max_attempts="1", memory="2g",
+                             isolation="Process", timeout=None)
+    assert (new.lease_seconds, new.max_attempts, new.memory, new.isolation) == (600.0, 1, "2g", "process")
+    assert new.heartbeat_seconds == 30 and new.timeout is None and spec.lease_seconds == 120
+    assert override_execution(spec, "command line") == spec
+
+    cases = [
+        ({"heartbeat_seconds": "120"}, "--heartbeat-seconds", "must be less than lease_seconds"),
+        ({"lease_seconds": 10}, "--lease-seconds", "must be less than lease_seconds (10)"),
+        ({"memory": "lots"}, "--memory", "invalid memory size 'lots'"),
+        ({"timeout": "-5"}, "--timeout", "expected a number > 0"),
+        ({"max_attempts": "0"}, "--max-attempts", "expected an integer >= 1"),
+        ({"grace_seconds": "soon"}, "--grace-seconds", "expected a number, got 'soon'"),
+        ({"isolation": "thread"}, "--isolation", "expected one of inline, process"),
+        ({"database_outage_seconds": "-1"}, "--database-outage-seconds", "expected a number >= 0"),
+    ]
+    for values, option, message in cases:
+        with pytest.raises(ConfigError) as caught:
+            override_execution(spec, "command line", **values)
+        assert str(caught.value).startswith(f"command line: {option}: "), caught.value
+        assert message in str(caught.value)
+
+
+def test_run_options_reach_the_executor(filled, capsys):
+    experimenter, target = filled
+    # Experiment 1 was claimed by an executor that vanished: its lease expired a minute ago.
+    stale = ExperimentQueue(experimenter.db, WorkerIdentity(name="vanished"), lease_seconds=-60).claim()
+    assert stale is not None and stale.id == 1
+    # --max-attempts 1: the lost try fails it instead of running it again (the file says 3).
+    code = _run_cli("run", *target, "--function", QUICK, "--max-attempts", "1", "--lease-seconds", "60",
+                    "--heartbeat-seconds", "15")
+    assert code == 0
+    assert "ran 5 experiments" in capsys.readouterr().out
+    table = experimenter.get_table().set_index("ID")
+    assert table.loc[1, "status"] == "error" and "max_attempts=1" in table.loc[1, "error"]
+    assert list(experimenter.get_attempts_table()["outcome"].iloc[:1]) == ["lost"]
+
+
+def test_run_options_from_the_environment_and_bad_values(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "exp.yml"
+    data = experiment_yaml("sqlite", "t", {"seed": {"type": "INT", "values": [1]}})
+    config.write_text(yaml.safe_dump(data))
+    credentials = tmp_path / "credentials.yml"
+    credentials.write_text(yaml.safe_dump({"CREDENTIALS": {"Database": {"url": f"sqlite:///{tmp_path / 'x.db'}"}}}))
+    base = ["run", config, "--credentials", credentials, "--function", QUICK]
+
+    assert _run_cli(*base, "--heartbeat-seconds", "500") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("py-experimenter: error: command line: --heartbeat-seconds: ") and "\n" not in err
+
+    monkeypatch.setenv("PY_EXPERIMENTER_MEMORY", "lots")
+    assert _run_cli(*base) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--memory: invalid memory size 'lots'" in err and "\n" not in err
+
+    monkeypatch.setenv("PY_EXPERIMENTER_MEMORY", "1g")
+    monkeypatch.setenv("PY_EXPERIMENTER_LEASE_SECONDS", "5")
+    seen = {}
+
+    def execute(self: PyExperimenter, *args: object, **kwargs: object) -> int:
+        seen["spec"] = self.config.execution
+        return 0
+
+    monkeypatch.setattr(PyExperimenter, "execute", execute)
+    assert _run_cli(*base, "--timeout", "30", "--heartbeat-seconds", "1", "--isolation", "process") == 0
+    spec = seen["spec"]
+    assert (spec.memory, spec.lease_seconds, spec.heartbeat_seconds, spec.timeout, spec.isolation) == (
+        "1g", 5.0, 1.0, 30.0, "process")
+
+
+def test_reset_and_cancel_print_counts(filled, capsys):
+    experimenter, target = filled
+    assert _run_cli("run", *target, "--function", QUICK) == 0
+    capsys.readouterr()
+
+    assert _run_cli("reset", *target, "--status", "error", "--where", "seed >= 2") == 0
+    assert "reset 2 experiments to 'created'" in capsys.readouterr().out
+    table = experimenter.get_table().set_index("ID")
+    assert list(table["status"]) == ["done"] * 3 + ["error", "created", "created"]
+    assert len(experimenter.get_attempts_table()) == 6
+
+    assert _run_cli("reset", *target, "--status", "error", "--status", "created") == 0
+    assert "reset 3 experiments" in capsys.readouterr().out
+
+    assert _run_cli("cancel", *target, "--id", "4", "--id", "1") == 0
+    out = capsys.readouterr().out
+    assert "cancel requested for 0 running experiments; cancelled 1 experiments that had not started" in out
+    assert _run_cli("cancel", *target, "--where", "dataset = 'b'") == 0
+    assert "cancelled 2 experiments" in capsys.readouterr().out
+    table = experimenter.get_table().set_index("ID")
+    assert list(table["status"]) == ["done"] * 3 + ["error"] * 3
+    assert set(table["error"].iloc[3:]) == {"cancelled before it started (cancel requested)"}
+
+    assert _run_cli("cancel", *target) == 2
+    assert "name the experiments to cancel: --id N" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["reset", "cancel"])
+def test_bad_where_is_one_line_and_changes_nothing(filled, capsys, command):
+    experimenter, target = filled
+    before = experimenter.get_table()
+    status = ["--status", "all"] if command == "reset" else []
+    assert _run_cli(command, *target, *status, "--where", "no_such_column = 'x'") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("py-experimenter: error: invalid --where condition: ") and "\n" not in err
+    assert "no_such_column" in err
+    assert experimenter.get_table().equals(before)
+
+    assert _run_cli(command, *target, *status, "--where", " ") == 2
+    assert "--where is empty" in capsys.readouterr().err
+
+
+def test_reset_from_the_shell(filled):
+    experimenter, target = filled
+    experimenter.execute(quick_experiment)
+    entry_point = Path(sys.executable).with_name("py-experimenter")
+    assert entry_point.exists(), "install the package (pip install -e .) for the py-experimenter command"
+    result = subprocess.run([str(entry_point), "reset", *target, "--status", "error", "--where", "seed = 3"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("reset 1 experiments to 'created' in " + repr(experimenter.config.table.name))
+    assert experimenter.get_table()["status"].tolist() == ["done"] * 3 + ["error", "error", "created"]
+
+    bad = subprocess.run([str(entry_point), "reset", *target, "--status", "error", "--where", "seed ="],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and "invalid --where condition" in bad.stderr
