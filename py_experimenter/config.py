@@ -120,6 +120,11 @@ class ExecutionSpec:
     gpus: int = 0
     image: str | None = None
     command: tuple[str, ...] | None = None
+    #: Environment variables for the container / command; values may use the same
+    #: ``{placeholders}`` as ``command``.
+    env: Mapping[str, str] | None = None
+    #: Docker network mode for containers; ``none`` (no network) unless a study needs one.
+    network: str = "none"
     datasets: str | None = None
     results_dir: str | None = None
 

@@ -221,6 +221,19 @@ def _command(check: Checker, value: Any, path: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _env(check: Checker, value: Any, path: str) -> dict[str, str]:
+    data = check.mapping(value, path, "a mapping of environment variable names to values")
+    env: dict[str, str] = {}
+    for name, text in data.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            check.fail(f"{path}.{name}", f"invalid environment variable name {name!r}: use letters, digits and _, "
+                                         "not starting with a digit")
+        if isinstance(text, bool) or not isinstance(text, (str, int, float)):
+            check.fail(f"{path}.{name}", f"expected a string or number, got {type_word(text)}")
+        env[name] = str(text)
+    return env
+
+
 def _memory(check: Checker, value: Any, path: str) -> str:
     try:
         parse_memory(value)
@@ -264,6 +277,8 @@ def parse_execution(check: Checker, raw: Any, path: str) -> ExecutionSpec:
         "gpus": lambda v, w: check.integer(v, w, minimum=0),
         "image": check.string,
         "command": lambda v, w: _command(check, v, w),
+        "env": lambda v, w: _env(check, v, w),
+        "network": check.string,
         "datasets": check.string,
         "results_dir": check.string,
     }

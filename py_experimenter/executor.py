@@ -24,7 +24,7 @@ from py_experimenter.emissions import EmissionsRecorder
 from py_experimenter.exceptions import DatabaseUnavailableError, LeaseLostError, PyExperimenterError
 from py_experimenter.heartbeat import Heartbeat, Watch
 from py_experimenter.isolation import run_in_child
-from py_experimenter.queue import Experiment, ExperimentQueue, ResourceUsage
+from py_experimenter.queue import AttemptReport, Experiment, ExperimentQueue
 from py_experimenter.recovery import LeaseRecovery
 from py_experimenter.result_processor import ResultProcessor
 from py_experimenter.shutdown import SIGNALS, ExecutorInterrupted, ExperimentStopped, GracefulShutdown
@@ -64,7 +64,7 @@ class _Outcome:
     status: ExperimentStatus
     outcome: str
     error: str | None = None
-    usage: ResourceUsage | None = None
+    report: AttemptReport | None = None
 
 
 class Executor:
@@ -192,7 +192,7 @@ class Executor:
             logger.error("experiment %s ended as %s:\n%s", experiment.id, result.outcome, result.error)
         try:
             self.queue.finish(experiment, result.status, outcome=result.outcome, error=result.error,
-                              usage=result.usage or (usage.read() if usage else None))
+                              report=result.report or (usage.read() if usage else None))
         except LeaseLostError as lost:
             logger.warning("result of experiment %s discarded: %s", experiment.id, lost)
             return None
@@ -222,7 +222,7 @@ class Executor:
 
         child = run_in_child(target, timeout=self.execution.timeout, memory_bytes=self.execution.memory_bytes,
                              should_stop=watch.stop_reason if watch else None)
-        usage = ResourceUsage(child.cpu_seconds, child.max_rss_mb, child.duration_seconds)
+        usage = AttemptReport(child.cpu_seconds, child.max_rss_mb, child.duration_seconds)
         if child.kind == "returned":
             status, error = final_status(child.value)
             return _Outcome(status, status.value, error, usage)
@@ -243,9 +243,9 @@ class _UsageMeter:
         self._started = time.monotonic()
         self._cpu = _cpu_seconds(resource.getrusage(resource.RUSAGE_SELF))
 
-    def read(self) -> ResourceUsage:
+    def read(self) -> AttemptReport:
         now = resource.getrusage(resource.RUSAGE_SELF)
-        return ResourceUsage(cpu_seconds=_cpu_seconds(now) - self._cpu, max_rss_mb=now.ru_maxrss / 1024,
+        return AttemptReport(cpu_seconds=_cpu_seconds(now) - self._cpu, max_rss_mb=now.ru_maxrss / 1024,
                              duration_seconds=time.monotonic() - self._started)
 
 

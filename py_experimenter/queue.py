@@ -53,15 +53,19 @@ def slurm_job_id() -> str | None:
 
 
 @dataclass(frozen=True)
-class ResourceUsage:
-    """What one attempt used, where known: CPU seconds, peak memory (MiB), wall-clock seconds."""
+class AttemptReport:
+    """What the attempts table records about one try, where known: CPU seconds, peak memory
+    (MiB), wall-clock seconds, and for containers the image ID and the limits applied (JSON)."""
 
     cpu_seconds: float | None = None
     max_rss_mb: float | None = None
     duration_seconds: float | None = None
+    image: str | None = None
+    limits: str | None = None
 
-    def params(self) -> dict[str, float | None]:
-        return {"cpu": self.cpu_seconds, "rss": self.max_rss_mb, "duration": self.duration_seconds}
+    def params(self) -> dict[str, Any]:
+        return {"cpu": self.cpu_seconds, "rss": self.max_rss_mb, "duration": self.duration_seconds,
+                "image": self.image, "limits": self.limits}
 
 
 @dataclass(frozen=True)
@@ -215,16 +219,16 @@ class ExperimentQueue:
         *,
         outcome: str | None = None,
         error: str | None = None,
-        usage: ResourceUsage | None = None,
+        report: AttemptReport | None = None,
     ) -> None:
-        """Close the attempt (with its resource usage) and set the row's final status, fenced.
+        """Close the attempt (with its :class:`AttemptReport`) and set the row's final status, fenced.
 
         Safe to retry after a dropped connection: when the first try committed but its reply
         was lost, the retry finds the row already finished by this attempt and succeeds.
         """
         st = self._statements
         close_params = {"eid": experiment.id, "att": experiment.attempt, "outcome": outcome or status.value,
-                        "error": error, **(usage or ResourceUsage()).params()}
+                        "error": error, **(report or AttemptReport()).params()}
         tries = 0
 
         def once() -> None:
@@ -411,7 +415,8 @@ class _Statements:
             sa.update(attempts)
             .where(attempts.c.experiment_id == bp("eid"), attempts.c.attempt == bp("att"))
             .values(ended_at=d.now(), outcome=bp("outcome"), error=bp("error"), cpu_seconds=bp("cpu"),
-                    max_rss_mb=bp("rss"), duration_seconds=bp("duration"))
+                    max_rss_mb=bp("rss"), duration_seconds=bp("duration"), image=bp("image"),
+                    limits=bp("limits"))
         )
         self._results: dict[frozenset[str], sa.Update] = {}
         self._logs: dict[tuple[str, frozenset[str]], sa.Insert] = {}

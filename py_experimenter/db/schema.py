@@ -109,6 +109,8 @@ def build_schema(spec: TableSpec) -> Schema:
         sa.Column("cpu_seconds", sa.Double),
         sa.Column("max_rss_mb", sa.Double),
         sa.Column("duration_seconds", sa.Double),
+        sa.Column("image", sa.String(255)),
+        sa.Column("limits", sa.Text),
         sa.UniqueConstraint("experiment_id", "attempt", name=f"uq_{spec.name}_attempt"[:64]),
     )
     logtables = {
