@@ -167,7 +167,7 @@ def cmd_fill(args: argparse.Namespace) -> int:
         return 0
     experimenter = _experimenter(args)
     added = experimenter.fill_table_from_config()
-    total = sum(experimenter._queue().status_counts().values())
+    total = sum(experimenter._admin().status_counts().values())
     print(f"added {added} experiments to {experimenter.config.table.name!r} ({total} in the table)")
     return 0
 
@@ -201,7 +201,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         counts["total"] = counts.sum(axis=1)
         print(tabulate(counts, headers=[args.by, *counts.columns], tablefmt="simple"))
         return 0
-    found = experimenter._queue().status_counts()
+    found = experimenter._admin().status_counts()
     rows = [(status, found.get(status, 0)) for status in statuses]
     rows += [(status, n) for status, n in found.items() if status not in statuses]
     rows.append(("total", sum(found.values())))

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
+from py_experimenter.admin import ExperimentAdmin
 from py_experimenter.config import ExperimentConfig, load_experiment_config
 from py_experimenter.credentials import CREDENTIALS_ENV, resolve_database_url
 from py_experimenter.db.database import Database
@@ -134,6 +135,9 @@ class PyExperimenter:
         self.db.outage_seconds = execution.database_outage_seconds
         return ExperimentQueue(self.db, WorkerIdentity(name=self.name), lease_seconds=execution.lease_seconds)
 
+    def _admin(self) -> ExperimentAdmin:
+        return ExperimentAdmin(self.db)
+
     def _executor(self, function: ExperimentFunction, random_order: bool = False) -> Executor:
         emissions = EmissionsRecorder(self.config.codecarbon) if self.use_codecarbon else None
         return Executor(self._queue(), function, self.config.custom, execution=self.config.execution,
@@ -253,7 +257,7 @@ class PyExperimenter:
                 valid = [s.value for s in ExperimentStatus]
                 raise ConfigError(f"unknown status {state!r}; valid statuses are {valid}") from None
         self._ensure_tables()
-        return self._queue().reset(statuses, where=where)
+        return self._admin().reset(statuses, where=where)
 
     def get_table(self) -> pd.DataFrame:
         """The experiment table as a DataFrame."""
@@ -301,4 +305,4 @@ class PyExperimenter:
         """
         ids = [experiment_ids] if isinstance(experiment_ids, int) else experiment_ids
         self._ensure_tables()
-        return self._queue().request_cancel(ids, where=where)
+        return self._admin().request_cancel(ids, where=where)

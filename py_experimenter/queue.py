@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 from py_experimenter.db.database import Database
 from py_experimenter.db.engine import DriverStatement
-from py_experimenter.exceptions import ConfigError, LeaseLostError
+from py_experimenter.exceptions import LeaseLostError
 from py_experimenter.status import ExperimentStatus
 
 T = TypeVar("T")
@@ -268,109 +268,9 @@ class ExperimentQueue:
             "executor no longer owns it (its lease expired, or it was reset or taken over)"
         )
 
-    # -- administration ----------------------------------------------------------------
-
-    def reset(self, statuses: Iterable[ExperimentStatus], where: str | None = None) -> int:
-        """Put experiments in ``statuses`` back to ``created`` in place; returns how many.
-
-        IDs, logtable rows and attempt history stay. The attempt counter is kept, so a
-        still-running executor of a reset experiment is fenced out. Its open attempt is
-        closed as ``cancelled``.
-
-        :param where: optional SQL boolean expression over the main table's columns (e.g.
-            ``"dataset = 'iris'"``), ANDed with the status filter. It is inserted into the
-            statement as written: trusted input only (the caller's own database).
-        :raises ConfigError: ``where`` is not a valid condition; nothing was changed.
-        """
-
-        values = {s.value for s in statuses}
-        if ExperimentStatus.ALL.value in values:
-            values = {s.value for s in ExperimentStatus if s is not ExperimentStatus.ALL}
-        main, attempts = self.db.schema.main, self.db.schema.attempts
-        clear = {c.name: None for c in main.columns if c.name in _reset_columns(self.db)}
-        # Parenthesized (so an OR stays inside), colons escaped (not bind parameters: '10:00').
-        chosen = [] if where is None else [sa.text("(" + where.replace(":", "\\:") + ")")]
-        try:
-            with self.db.begin() as conn:
-                if RUNNING in values:
-                    running = sa.select(main.c.ID).where(main.c.status == RUNNING, *chosen).scalar_subquery()
-                    conn.execute(
-                        sa.update(attempts)
-                        .where(attempts.c.experiment_id.in_(running), attempts.c.ended_at.is_(None))
-                        .values(ended_at=self.db.dialect.now(), outcome="cancelled", error="reset")
-                    )
-                result = conn.execute(
-                    sa.update(main).where(main.c.status.in_(sorted(values)), *chosen)
-                    .values(status=CREATED, creation_date=self.db.dialect.now(), cancel_requested=False, **clear)
-                )
-        except sa.exc.DBAPIError as err:
-            if where is None or err.connection_invalidated:
-                raise
-            lines = str(err.orig).strip().splitlines() or [type(err.orig).__name__]
-            raise ConfigError(f"invalid where condition {where!r}: {lines[0]}") from err
-        return int(result.rowcount)
-
-    def request_cancel(self, ids: Iterable[int] | None = None, where: str | None = None) -> dict[str, int]:
-        """Cancel the selected experiments; returns ``{"requested": n, "cancelled": m}``.
-
-        ``running`` rows get ``cancel_requested`` set: their executor's heartbeat notices it
-        and ends the try as ``cancelled`` (``requested`` counts them). ``created`` and
-        ``paused`` rows never start: they become ``error`` with the reason in ``error``, and
-        no attempt is recorded (``cancelled`` counts them). ``done`` and ``error`` rows are
-        left alone.
-
-        :param ids: experiment IDs; ANDed with ``where`` when both are given.
-        :param where: SQL boolean expression over the main table's columns, inserted as
-            written: trusted input only (the caller's own database).
-        :raises ConfigError: neither ``ids`` nor ``where`` given, or ``where`` is not a valid
-            condition (nothing was changed).
-        """
-
-        if ids is None and where is None:
-            raise ConfigError("name the experiments to cancel: give experiment IDs or a where condition")
-        main = self.db.schema.main
-        chosen: list[Any] = [] if ids is None else [main.c.ID.in_(sorted({int(i) for i in ids}))]
-        if where is not None:
-            chosen.append(sa.text("(" + where.replace(":", "\\:") + ")"))
-        waiting = [CREATED, ExperimentStatus.PAUSED.value]
-        try:
-            with self.db.begin() as conn:
-                # Rows not started first: one claimed meanwhile is running by the next statement.
-                cancelled = conn.execute(
-                    sa.update(main).where(main.c.status.in_(waiting), *chosen).values(
-                        status=ExperimentStatus.ERROR.value, error="cancelled before it started (cancel requested)",
-                        end_date=self.db.dialect.now(), lease_until=None, cancel_requested=False,
-                    )
-                ).rowcount
-                requested = conn.execute(
-                    sa.update(main).where(main.c.status == RUNNING, *chosen).values(cancel_requested=True)
-                ).rowcount
-        except sa.exc.DBAPIError as err:
-            if where is None or err.connection_invalidated:
-                raise
-            lines = str(err.orig).strip().splitlines() or [type(err.orig).__name__]
-            raise ConfigError(f"invalid where condition {where!r}: {lines[0]}") from err
-        return {"requested": int(requested), "cancelled": int(cancelled)}
-
-    def status_counts(self) -> dict[str, int]:
-        """Number of rows per status."""
-        main = self.db.schema.main
-        with self.db.begin() as conn:
-            rows = conn.execute(sa.select(main.c.status, sa.func.count()).group_by(main.c.status)).all()
-        return {status: int(count) for status, count in rows}
-
 
 def _fence(experiment: Experiment) -> dict[str, Any]:
     return {"eid": experiment.id, "att": experiment.attempt}
-
-
-def _reset_columns(db: Database) -> set[str]:
-    spec = db.schema.spec
-    fixed = {"start_date", "name", "machine", "end_date", "error", "worker", "job_id", "lease_until",
-             "heartbeat_at"}
-    results = {r.name for r in spec.resultfields}
-    stamps = {f"{r}_timestamp" for r in results} if spec.result_timestamps else set()
-    return fixed | results | stamps
 
 
 class _Statements:
