@@ -15,6 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 import yaml
 
 from py_experimenter.experimenter import PyExperimenter
@@ -130,22 +131,41 @@ def test_frozen_executor_cannot_overwrite_the_attempt_that_replaced_it(backend: 
 
 
 SLEEPER = textwrap.dedent('''
-    import time
+    import os, time
     from pathlib import Path
 
     def run(keyfields, result_processor, custom_fields):
-        Path(custom_fields["work"], f"started-{keyfields['seed']}").touch()
+        flag = Path(custom_fields["work"], f"started-{keyfields['seed']}")
+        flag.with_suffix(".tmp").write_text(str(os.getpid()))
+        flag.with_suffix(".tmp").rename(flag)  # atomic: the test never reads it half-written
         time.sleep(float(custom_fields["sleep"]))
 ''')
 
 
-def _sleeper_setup(backend: Backend, sleep: float, grace: float, n_jobs: int = 1) -> tuple[PyExperimenter, list[str]]:
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie nobody reaps counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _wait_until_gone(pid: int, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while _alive(pid):
+        assert time.monotonic() < deadline, f"process {pid} is still alive"
+        time.sleep(0.05)
+
+
+def _sleeper_setup(backend: Backend, sleep: float, grace: float, n_jobs: int = 1,
+                   isolation: str = "inline") -> tuple[PyExperimenter, list[str]]:
     work = backend.workdir
     (work / "sleeper_fn.py").write_text(SLEEPER)
     table = f"term_{uuid.uuid4().hex[:10]}"
     data = experiment_yaml(backend.provider, table, {"seed": {"type": "INT", "values": [0, 1, 2, 3]}},
                            Custom={"work": str(work), "sleep": sleep},
-                           Execution={"lease_seconds": 10, "heartbeat_seconds": 1, "grace_seconds": grace})
+                           Execution={"lease_seconds": 10, "heartbeat_seconds": 1, "grace_seconds": grace,
+                                      "isolation": isolation})
     config = work / "term.yml"
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     credentials = str(backend.credentials_file())
@@ -156,8 +176,9 @@ def _sleeper_setup(backend: Backend, sleep: float, grace: float, n_jobs: int = 1
     return experimenter, command
 
 
-def test_sigterm_hands_the_running_experiment_back_and_exits_0(backend: Backend):
-    experimenter, command = _sleeper_setup(backend, sleep=600, grace=0.5, n_jobs=2)
+@pytest.mark.parametrize("isolation", ["inline", "process"])
+def test_sigterm_hands_the_running_experiment_back_and_exits_0(backend: Backend, isolation: str):
+    experimenter, command = _sleeper_setup(backend, sleep=600, grace=0.5, n_jobs=2, isolation=isolation)
     work = backend.workdir
     executor = _start(command, work)
     try:
@@ -175,6 +196,24 @@ def test_sigterm_hands_the_running_experiment_back_and_exits_0(backend: Backend)
     attempts = experimenter.get_attempts_table()
     assert sorted(attempts["experiment_id"]) == [1, 2]
     assert set(attempts["outcome"]) == {"interrupted"} and attempts["ended_at"].notna().all()
+    for seed in (0, 1):  # the experiments' processes (children in process isolation) are gone
+        _wait_until_gone(int((work / f"started-{seed}").read_text()), seconds=2)
+    experimenter.delete_table()
+
+
+def test_killed_executor_takes_its_isolated_child_along(backend: Backend):
+    experimenter, command = _sleeper_setup(backend, sleep=600, grace=30, isolation="process")
+    work = backend.workdir
+    executor = _start(command, work)
+    try:
+        _wait_for_file(work / "started-0")
+        child = int((work / "started-0").read_text())
+        assert child != executor.pid
+        executor.send_signal(signal.SIGKILL)
+        executor.wait(timeout=30)
+        _wait_until_gone(child, seconds=5)
+    finally:
+        executor.kill()
     experimenter.delete_table()
 
 
