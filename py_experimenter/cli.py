@@ -74,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="claim and run experiments until none is left")
     common(run)
     run.add_argument("--function", default=_env("function"),
-                     help="experiment function as MODULE:CALLABLE or path/to/file.py:CALLABLE "
-                          "[PY_EXPERIMENTER_FUNCTION]")
+                     help="experiment function as MODULE:CALLABLE or path/to/file.py:CALLABLE; not needed "
+                          "when Execution.adapter is docker or command [PY_EXPERIMENTER_FUNCTION]")
     run.add_argument("--n-jobs", type=int, default=_int_env("n_jobs", None),
                      help="executor processes on this node (default: n_jobs of the file) [PY_EXPERIMENTER_N_JOBS]")
     run.add_argument("--max-experiments", type=int, default=_int_env("max_experiments", -1),
@@ -173,10 +173,11 @@ def cmd_fill(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if not args.function:
-        raise ConfigError("no experiment function: pass --function MODULE:CALLABLE (or set PY_EXPERIMENTER_FUNCTION)")
-    function = load_function(args.function)
+    function = load_function(args.function) if args.function else None
     experimenter = _experimenter(args)
+    if function is None and experimenter.config.execution.adapter == "function":
+        raise ConfigError("no experiment function: pass --function MODULE:CALLABLE (or set PY_EXPERIMENTER_FUNCTION), "
+                          "or set Execution.adapter to docker or command in the experiment file")
     keys = [option.replace("-", "_") for option, _, _ in _EXECUTION_OPTIONS]
     overrides = {key: getattr(args, key) for key in keys}
     execution = override_execution(experimenter.config.execution, "command line", **overrides)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from py_experimenter.adapters.contract import ExperimentAdapter
 from py_experimenter.config import ExecutionSpec
 from py_experimenter.emissions import EmissionsRecorder
 from py_experimenter.exceptions import DatabaseUnavailableError, LeaseLostError, PyExperimenterError
@@ -70,23 +71,29 @@ class _Outcome:
 class Executor:
     """Runs claimed experiments one at a time in this process.
 
-    ``execution`` gives lease, heartbeat, recovery, grace period and isolation settings;
-    ``heartbeats=False`` turns heartbeats (and with them lease extension) off, for benchmarks.
+    Each experiment runs either ``function`` (inline or in a child process, after
+    ``execution.isolation``) or, with ``adapter``, a container or command. ``execution`` gives
+    lease, heartbeat, recovery, grace period and limits; ``heartbeats=False`` turns heartbeats
+    (and with them lease extension) off, for benchmarks.
     """
 
     def __init__(
         self,
         queue: ExperimentQueue,
-        function: ExperimentFunction,
+        function: ExperimentFunction | None,
         custom: Mapping[str, Any],
         *,
         execution: ExecutionSpec | None = None,
+        adapter: ExperimentAdapter | None = None,
         emissions: EmissionsRecorder | None = None,
         random_order: bool = False,
         heartbeats: bool = True,
     ):
+        if (function is None) == (adapter is None):
+            raise ValueError("give the executor either an experiment function or an adapter")
         self.queue = queue
         self.function = function
+        self.adapter = adapter
         self.custom = custom
         self.execution = execution = execution or ExecutionSpec()
         self.emissions = emissions
@@ -160,7 +167,7 @@ class Executor:
         """Run one claimed experiment and record its outcome; None if it was not ours to finish."""
         if self.emissions:
             self.emissions.start()
-        inline = self.execution.isolation == "inline"
+        inline = self.adapter is None and self.execution.isolation == "inline"
         on_stop = self.shutdown.stop_experiment if inline and self.shutdown else None
         watch = self.heartbeat.watch(experiment, on_stop=on_stop) if self.heartbeat else None
         usage = _UsageMeter() if inline else None
@@ -168,7 +175,12 @@ class Executor:
             if self.shutdown:
                 self.shutdown.experiment_started()
             try:
-                result = self._call_inline(experiment) if inline else self._call_isolated(experiment, watch)
+                if self.adapter is not None:
+                    result = self._call_adapter(self.adapter, experiment, watch)
+                elif inline:
+                    result = self._call_inline(experiment)
+                else:
+                    result = self._call_isolated(experiment, watch)
             finally:
                 if self.shutdown:
                     self.shutdown.experiment_ended()
@@ -198,7 +210,17 @@ class Executor:
             return None
         return result.status
 
+    def _call_adapter(self, adapter: ExperimentAdapter, experiment: Experiment, watch: Watch | None) -> _Outcome:
+        """Run the experiment's container or command; the adapter reads its results back."""
+        ran = adapter.run(experiment, ResultProcessor(self.queue, experiment), self.custom,
+                          watch.stop_reason if watch else None)
+        if ran.kind == "done":
+            return _Outcome(ExperimentStatus.DONE, "done", None, ran.report)
+        outcome = (ran.stop_kind or "cancelled") if ran.kind == "stopped" else ran.kind
+        return _Outcome(ExperimentStatus.ERROR, outcome, ran.error, ran.report)
+
     def _call_inline(self, experiment: Experiment) -> _Outcome:
+        assert self.function is not None
         processor = ResultProcessor(self.queue, experiment)
         try:
             returned = self.function(dict(experiment.keyfields), processor, dict(self.custom))
@@ -212,9 +234,12 @@ class Executor:
     def _call_isolated(self, experiment: Experiment, watch: Watch | None) -> _Outcome:
         """Run the function in a child process under the timeout and memory limit."""
 
+        function = self.function
+        assert function is not None
+
         def target() -> Any:
             try:
-                return self.function(dict(experiment.keyfields), ResultProcessor(self.queue, experiment),
+                return function(dict(experiment.keyfields), ResultProcessor(self.queue, experiment),
                                      dict(self.custom))
             finally:  # the child's own connections, closed politely before os._exit
                 self.queue.close()

@@ -3,16 +3,18 @@ the queue, executor and analysis modules."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import sqlalchemy as sa
 
 from py_experimenter.admin import ExperimentAdmin
 from py_experimenter.config import ExperimentConfig, load_experiment_config
+from py_experimenter.config_execution import override_execution
 from py_experimenter.credentials import CREDENTIALS_ENV, resolve_database_url
 from py_experimenter.db.database import Database
 from py_experimenter.db.schema import build_schema
@@ -24,6 +26,9 @@ from py_experimenter.grid import RowCanonicalizer, combine, grid_rows
 from py_experimenter.queue import ExperimentQueue, WorkerIdentity
 from py_experimenter.result_processor import ResultProcessor
 from py_experimenter.status import ExperimentStatus
+
+if TYPE_CHECKING:
+    from py_experimenter.adapters.contract import ExperimentAdapter
 
 __all__ = ["ExperimentStatus", "PyExperimenter", "ResultProcessor"]
 
@@ -138,10 +143,27 @@ class PyExperimenter:
     def _admin(self) -> ExperimentAdmin:
         return ExperimentAdmin(self.db)
 
-    def _executor(self, function: ExperimentFunction, random_order: bool = False) -> Executor:
+    def _executor(self, function: ExperimentFunction | None, random_order: bool = False,
+                  adapter: ExperimentAdapter | None = None) -> Executor:
         emissions = EmissionsRecorder(self.config.codecarbon) if self.use_codecarbon else None
         return Executor(self._queue(), function, self.config.custom, execution=self.config.execution,
-                        emissions=emissions, random_order=random_order)
+                        adapter=adapter, emissions=emissions, random_order=random_order)
+
+    def _adapter(self, adapter: str | ExperimentAdapter | None) -> ExperimentAdapter:
+        """The container / command adapter to run, checked before any row is claimed."""
+        from py_experimenter.adapters import ExperimentAdapter, adapter_for
+
+        if not isinstance(adapter, ExperimentAdapter):
+            name = adapter or self.config.execution.adapter
+            if name == "function":
+                raise ConfigError(
+                    "no experiment function given: pass execute(experiment_function), or set "
+                    "Execution.adapter to docker or command (with image / command) to run containers or commands"
+                )
+            execution = override_execution(self.config.execution, "execute(adapter=...)", adapter=name)
+            adapter = adapter_for(dataclasses.replace(self.config, execution=execution))
+        adapter.check()
+        return adapter
 
     def execute(
         self,
@@ -149,23 +171,24 @@ class PyExperimenter:
         random_order: bool = False,
         n_jobs: int | None = None,
         max_experiments: int = -1,
+        adapter: str | ExperimentAdapter | None = None,
     ) -> int:
         """Claim and run open experiments until none is left, or ``max_experiments`` ran.
 
-        ``n_jobs`` executor processes run at once (default: ``n_jobs`` of the experiment
-        file). ``max_experiments`` counts across all of them; fewer remaining is not an error.
-        Returns how many experiments this call ran.
+        Each experiment runs ``experiment_function``; without one, the container or command
+        that ``Execution.adapter`` (or ``adapter``: ``"docker"``, ``"command"`` or an adapter
+        object) describes. ``n_jobs`` executor processes run at once (default: ``n_jobs`` of
+        the experiment file). ``max_experiments`` counts across all of them; fewer remaining
+        is not an error. Returns how many experiments this call ran.
+
+        :raises ConfigError: no function and no usable adapter, or the adapter's engine /
+            image / command is not usable (checked before any experiment is claimed).
         """
-        if experiment_function is None:
-            adapter = self.config.execution.adapter
-            raise ConfigError(
-                "no experiment function given: pass execute(experiment_function)"
-                + ("" if adapter == "function" else
-                   f"; Execution.adapter {adapter!r} is not available in this version yet")
-            )
+        runner = None if experiment_function is not None and adapter is None else self._adapter(adapter)
         self._ensure_tables()
         jobs = self.config.n_jobs if n_jobs is None else n_jobs
-        ran = run_processes(self._executor(experiment_function, random_order), jobs, max_experiments)
+        executor = self._executor(experiment_function if runner is None else None, random_order, runner)
+        ran = run_processes(executor, jobs, max_experiments)
         self.logger.info("executed %d experiments", ran)
         return ran
 
