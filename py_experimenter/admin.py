@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from py_experimenter.db.database import Database
+from py_experimenter.db.schema import result_columns
 from py_experimenter.exceptions import ConfigError
 from py_experimenter.status import ExperimentStatus
 
@@ -116,9 +117,6 @@ class ExperimentAdmin:
 
 
 def _reset_columns(db: Database) -> set[str]:
-    spec = db.schema.spec
     fixed = {"start_date", "name", "machine", "end_date", "error", "worker", "job_id", "lease_until",
              "heartbeat_at"}
-    results = {r.name for r in spec.resultfields}
-    stamps = {f"{r}_timestamp" for r in results} if spec.result_timestamps else set()
-    return fixed | results | stamps
+    return fixed | set(result_columns(db.schema.spec))

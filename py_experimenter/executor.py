@@ -35,6 +35,8 @@ logger = logging.getLogger("py-experimenter")
 
 ExperimentFunction = Callable[[dict[str, Any], ResultProcessor, dict[str, Any]], Any]
 
+CANCELLED_BEFORE_START = "cancelled on request before it started (cancel_requested was set on the row)"
+
 _FINAL = {
     None: ExperimentStatus.DONE,
     ExperimentStatus.DONE: ExperimentStatus.DONE,
@@ -113,22 +115,24 @@ class Executor:
         return state
 
     def run(self, max_experiments: int = -1, budget: Any = None) -> int:
-        """Claim and run experiments until none is left or ``max_experiments`` ran (-1: no limit).
+        """Claim and run experiments until none is left or ``max_experiments`` were claimed
+        (-1: no limit); returns how many ended here (handed back or lost ones do not count).
 
         ``budget`` is an optional shared ``multiprocessing.Value`` counting down the
         experiments all executor processes together may still start.
         """
-        done = 0
+        claimed = done = 0
         try:
             with GracefulShutdown(self.execution.grace_seconds) as self.shutdown:
-                while max_experiments < 0 or done < max_experiments:
+                while max_experiments < 0 or claimed < max_experiments:
                     if self.shutdown.requested or (budget is not None and not _take(budget)):
                         break
                     experiment = self._next_experiment()
                     if experiment is None:
                         break
-                    self.run_experiment(experiment)
-                    done += 1
+                    claimed += 1
+                    if self.run_experiment(experiment) is not None:
+                        done += 1
         finally:
             self.shutdown = None
             if self.heartbeat is not None:
@@ -165,6 +169,8 @@ class Executor:
 
     def run_experiment(self, experiment: Experiment) -> ExperimentStatus | None:
         """Run one claimed experiment and record its outcome; None if it was not ours to finish."""
+        if experiment.cancel_requested:
+            return self._record(experiment, _Outcome(ExperimentStatus.ERROR, "cancelled", CANCELLED_BEFORE_START))
         if self.emissions:
             self.emissions.start()
         inline = self.adapter is None and self.execution.isolation == "inline"
@@ -200,6 +206,15 @@ class Executor:
         if result.outcome == "lost":
             logger.warning("abandoning experiment %s: %s", experiment.id, result.error)
             return None
+        if not inline and self._stopping() and result.outcome in ("error", "oom"):
+            # scancel / Slurm's time limit signal every process of the job: a child or container
+            # that died of that signal failed because of the shutdown, not by itself.
+            self._hand_back(experiment, f"shutdown requested while it ran (it ended as {result.outcome})")
+            return None
+        return self._record(experiment, result, usage)
+
+    def _record(self, experiment: Experiment, result: _Outcome, usage: _UsageMeter | None = None
+                ) -> ExperimentStatus | None:
         if result.error and result.outcome != "done":
             logger.error("experiment %s ended as %s:\n%s", experiment.id, result.outcome, result.error)
         try:

@@ -185,7 +185,8 @@ class PyExperimenter:
             image / command is not usable (checked before any experiment is claimed).
         """
         runner = None if experiment_function is not None and adapter is None else self._adapter(adapter)
-        self._ensure_tables()
+        self.db.outage_seconds = self.config.execution.database_outage_seconds
+        self.db.run(self._ensure_tables)  # an executor started during a database restart waits for it
         jobs = self.config.n_jobs if n_jobs is None else n_jobs
         executor = self._executor(experiment_function if runner is None else None, random_order, runner)
         ran = run_processes(executor, jobs, max_experiments)

@@ -70,11 +70,16 @@ class AttemptReport:
 
 @dataclass(frozen=True)
 class Experiment:
-    """A claimed experiment: its row ID, the attempt this executor owns, and its keyfields."""
+    """A claimed experiment: its row ID, the attempt this executor owns, and its keyfields.
+
+    ``cancel_requested``: the row was flagged before it was claimed; the executor ends the
+    attempt as ``cancelled`` without running it.
+    """
 
     id: int
     attempt: int
     keyfields: dict[str, Any]
+    cancel_requested: bool = False
 
 
 class ExperimentQueue:
@@ -178,7 +183,8 @@ class ExperimentQueue:
              "job_id": ident.job_id},
         )
         names = self.db.schema.spec.keyfield_names
-        return Experiment(row.ID, attempt, {name: getattr(row, name) for name in names})
+        return Experiment(row.ID, attempt, {name: getattr(row, name) for name in names},
+                          cancel_requested=bool(row.cancel_requested))
 
     # -- fenced writes -----------------------------------------------------------------
 
@@ -280,7 +286,8 @@ class _Statements:
         d, main, attempts = db.dialect, db.schema.main, db.schema.attempts
         self._db = db
         bp = sa.bindparam
-        pick_columns = [main.c.ID, main.c.attempt, *(main.c[k] for k in db.schema.spec.keyfield_names)]
+        pick_columns = [main.c.ID, main.c.attempt, main.c.cancel_requested,
+                        *(main.c[k] for k in db.schema.spec.keyfield_names)]
         self.pick = d.pick_created(main, pick_columns, random_order=False)
         self.pick_random = d.pick_created(main, pick_columns, random_order=True)
         self.select_by_id = sa.select(*pick_columns, main.c.status).where(main.c.ID == bp("eid"))
@@ -297,7 +304,7 @@ class _Statements:
             next_id = self.pick.with_only_columns(main.c.ID).scalar_subquery()
             self.claim_returning = (
                 sa.update(main).where(main.c.ID == next_id).values(**claim_values)
-                .returning(main.c.ID, (main.c.attempt - 1).label("attempt"),
+                .returning(main.c.ID, (main.c.attempt - 1).label("attempt"), main.c.cancel_requested,
                            *(main.c[k] for k in db.schema.spec.keyfield_names))
             )
         self.insert_attempt = DriverStatement(sa.insert(attempts).values(
@@ -309,7 +316,8 @@ class _Statements:
         if d.skip_locked:
             self.lock_running = self.lock_running.with_for_update()
         self.finish = DriverStatement(sa.update(main).where(self.fence).values(
-            status=bp("new_status"), end_date=d.now(), error=bp("error"), lease_until=sa.null()
+            status=bp("new_status"), end_date=d.now(), error=bp("error"), lease_until=sa.null(),
+            cancel_requested=False,
         ))
         self.close_attempt = DriverStatement(
             sa.update(attempts)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from py_experimenter.db.database import Database
-from py_experimenter.db.schema import DateTime
+from py_experimenter.db.schema import DateTime, result_columns
 from py_experimenter.status import ExperimentStatus
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class LeaseRecovery:
         self.max_attempts = max_attempts
         main, attempts, d = db.schema.main, db.schema.attempts, db.dialect
         self._expired = (
-            sa.select(main.c.ID, main.c.attempt, main.c.creation_date)
+            sa.select(main.c.ID, main.c.attempt, main.c.creation_date, main.c.cancel_requested)
             .where(main.c.status == RUNNING, main.c.lease_until < d.now())
             .order_by(main.c.lease_until)
             .limit(BATCH)
@@ -49,7 +49,7 @@ class LeaseRecovery:
                    attempts.c.ended_at.is_(None))
             .values(ended_at=d.now(), outcome=sa.bindparam("outcome"), error=sa.bindparam("reason"))
         )
-        self._fenced_row = sa.select(main.c.ID, main.c.attempt, main.c.creation_date).where(
+        self._fenced_row = sa.select(main.c.ID, main.c.attempt, main.c.creation_date, main.c.cancel_requested).where(
             main.c.ID == sa.bindparam("eid"), main.c.attempt == sa.bindparam("att"), main.c.status == RUNNING
         )
         if d.skip_locked:
@@ -62,12 +62,14 @@ class LeaseRecovery:
         )
         fence = sa.and_(main.c.ID == sa.bindparam("eid"), main.c.attempt == sa.bindparam("att"),
                         main.c.status == RUNNING)
+        # The lost try's partial results must not survive onto the next try's row.
+        results = {c: None for c in result_columns(db.schema.spec)}
         self._requeue = sa.update(main).where(fence).values(
-            status=ExperimentStatus.CREATED.value, lease_until=None, heartbeat_at=None, worker=None
+            status=ExperimentStatus.CREATED.value, lease_until=None, heartbeat_at=None, worker=None, **results
         )
         self._fail = sa.update(main).where(fence).values(
             status=ExperimentStatus.ERROR.value, error=sa.bindparam("reason"), end_date=d.now(),
-            lease_until=None,
+            lease_until=None, cancel_requested=False,
         )
         self._stale = sa.select(sa.func.min(main.c.lease_until), sa.type_coerce(d.now(), DateTime)).where(
             main.c.status == RUNNING, main.c.heartbeat_at < d.now_plus("stale")
@@ -101,7 +103,9 @@ class LeaseRecovery:
         params = {"eid": row.ID, "att": row.attempt}
         conn.execute(self._close_attempt, {**params, "outcome": outcome, "reason": reason})
         lost = conn.scalar(self._count_lost, {"eid": row.ID, "since": row.creation_date}) or 0
-        if lost >= self.max_attempts:
+        if row.cancel_requested:
+            conn.execute(self._fail, {**params, "reason": f"cancelled on request; its last try was {outcome}"})
+        elif lost >= self.max_attempts:
             reason = (f"the executor was lost or interrupted {lost} times (max_attempts={self.max_attempts}): "
                       "killed, frozen, disconnected or stopped before finishing; see the attempts table, "
                       "then reset the experiment")

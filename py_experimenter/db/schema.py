@@ -89,6 +89,14 @@ class Schema:
         return [self.main, self.attempts, *self.logtables.values(), self.codecarbon]
 
 
+def result_columns(spec: TableSpec) -> list[str]:
+    """The resultfield columns, with their ``<field>_timestamp`` columns when enabled."""
+    names = list(spec.resultfield_names)
+    if spec.result_timestamps:
+        names += [timestamp_column(name) for name in spec.resultfield_names]
+    return names
+
+
 def build_schema(spec: TableSpec) -> Schema:
     """Build the SQLAlchemy tables for ``spec`` (nothing touches the database)."""
     metadata = sa.MetaData()

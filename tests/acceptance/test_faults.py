@@ -231,3 +231,23 @@ def test_experiment_finishing_within_the_grace_period_is_kept(backend: Backend):
     assert list(experimenter.get_table()["status"]) == ["done", "created", "created", "created"]
     assert list(experimenter.get_attempts_table()["outcome"]) == ["done"]
     experimenter.delete_table()
+
+
+def test_scancel_signalling_executor_and_child_hands_the_experiment_back(backend: Backend):
+    """scancel / Slurm's time limit send SIGTERM to every process of the job, the child too."""
+    experimenter, command = _sleeper_setup(backend, sleep=600, grace=30, isolation="process")
+    work = backend.workdir
+    executor = _start(command, work)
+    try:
+        _wait_for_file(work / "started-0")
+        child = int((work / "started-0").read_text())
+        executor.send_signal(signal.SIGTERM)
+        os.kill(child, signal.SIGTERM)
+        _out, err = executor.communicate(timeout=60)
+    finally:
+        executor.kill()
+    assert executor.returncode == 0, err[-3000:]
+    assert list(experimenter.get_table()["status"]) == ["created"] * 4
+    attempts = experimenter.get_attempts_table()
+    assert list(attempts["outcome"]) == ["interrupted"] and "shutdown requested" in attempts["error"][0]
+    experimenter.delete_table()

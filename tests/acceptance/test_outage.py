@@ -129,3 +129,22 @@ def test_executor_gives_up_when_the_server_stays_away(server: Backend):
     assert "database_outage_seconds=2" in err and "unreachable" in err, err[-3000:]
     assert "pyexp-test" not in err  # never the password
     experimenter.delete_table()
+
+
+def test_executor_started_while_the_database_is_away_waits_then_gives_up(tmp_path: Path):
+    data = experiment_yaml("mysql", "never", {"seed": {"type": "INT", "values": [1]}},
+                           Execution={"database_outage_seconds": 1.5})
+    config = tmp_path / "away.yml"
+    config.write_text(yaml.safe_dump(data))
+    credentials = tmp_path / "credentials.yml"  # nothing listens on port 1
+    credentials.write_text(yaml.safe_dump(
+        {"CREDENTIALS": {"Database": {"url": "mysql+pymysql://pyexp:s3cret-pw@127.0.0.1:1/py_experimenter_test"}}}))
+    (tmp_path / "away_fn.py").write_text("def run(keyfields, result_processor, custom):\n    pass\n")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "py_experimenter.cli", "run", str(config), "--credentials",
+                           str(credentials), "--function", "away_fn:run"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1
+    assert 1.5 <= time.monotonic() - started < 30
+    assert "unreachable" in done.stderr and "database_outage_seconds=1.5" in done.stderr
+    assert "s3cret-pw" not in done.stderr

@@ -65,3 +65,38 @@ def test_stale_running_rows_are_reported_for_waiting(make_experimenter):
     wait = recovery.seconds_until_stale_lease_expires(stale_after=-5)  # "stale" since 5 s in the future
     assert wait is not None and 20 < wait <= 30
     queue.close()
+
+
+def test_recovery_clears_the_lost_tries_results_and_honours_a_cancel_request(make_experimenter):
+    exp = make_experimenter(KEYFIELDS, {"partial": "INT"})
+    exp.fill_table_from_config()
+    queue = ExperimentQueue(exp.db, WorkerIdentity(), lease_seconds=60)
+    recovery = LeaseRecovery(exp.db, max_attempts=3)
+    lost, cancelled = queue.claim(), queue.claim()
+    assert lost is not None and cancelled is not None
+    queue.write_results(lost, {"partial": 7})  # then the executor dies
+    exp.cancel_experiments(cancelled.id)  # a running row: only flagged
+    _expire(exp, lost.id)
+    _expire(exp, cancelled.id)
+    assert recovery.recover() == 2
+    table = exp.get_table().set_index("ID")
+    assert table.loc[lost.id, "status"] == "created" and pd.isna(table.loc[lost.id, "partial"])
+    assert table.loc[cancelled.id, "status"] == "error"
+    assert table.loc[cancelled.id, "error"] == "cancelled on request; its last try was lost"
+    assert not table.loc[cancelled.id, "cancel_requested"]
+    queue.close()
+
+
+def test_a_row_flagged_before_its_claim_is_cancelled_without_running(make_experimenter):
+    exp = make_experimenter(KEYFIELDS)
+    exp.fill_table_from_config()
+    main = exp.db.schema.main
+    with exp.db.begin() as conn:  # by SQL, as a user would
+        conn.execute(sa.update(main).where(main.c.ID == 1).values(cancel_requested=True))
+    ran: list[int] = []
+    assert exp.execute(lambda keyfields, rp, custom: ran.append(keyfields["seed"])) == 2
+    assert ran == [2]
+    row = exp.get_table().set_index("ID").loc[1]
+    assert row["status"] == "error" and "before it started" in row["error"] and not row["cancel_requested"]
+    attempts = exp.get_attempts_table().set_index("experiment_id")
+    assert attempts.loc[1, "outcome"] == "cancelled" and attempts.loc[2, "outcome"] == "done"
