@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from py_experimenter.adapters.contract import ExperimentAdapter
+from py_experimenter.adapters.contract import AdapterUnavailableError, ExperimentAdapter
 from py_experimenter.config import ExecutionSpec
 from py_experimenter.emissions import EmissionsRecorder
 from py_experimenter.exceptions import DatabaseUnavailableError, LeaseLostError, PyExperimenterError
@@ -198,6 +198,9 @@ class Executor:
         except LeaseLostError as lost:
             logger.warning("abandoning experiment %s: %s", experiment.id, lost)
             return None
+        except AdapterUnavailableError as gone:  # the engine, not the experiment, failed: stop here
+            self._hand_back(experiment, str(gone))
+            raise
         finally:
             if self.heartbeat:
                 self.heartbeat.unwatch()
@@ -352,7 +355,7 @@ def _forwarding_signals(processes: list[Any]) -> Iterator[None]:
 def _child(executor: Executor, budget: Any, counter: Any) -> None:
     try:
         ran = executor.run(-1, budget)
-    except DatabaseUnavailableError as err:
+    except (DatabaseUnavailableError, AdapterUnavailableError) as err:
         logger.error("%s", err)
         sys.exit(3)
     with counter.get_lock():

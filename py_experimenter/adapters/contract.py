@@ -4,8 +4,9 @@ One attempt of one experiment, step by step:
 
 1. **Folder.** A fresh host folder ``<results_dir>/<table>/<experiment_id>/attempt-<n>/`` is created
    (``Execution.results_dir`` is relative to the current directory; when it is null a temporary folder is
-   used and removed afterwards). A container sees it read-write at ``/results``; a command is started
-   with it as its working directory and is given its host path. ``Execution.datasets`` (a host folder)
+   used and removed afterwards). A container sees it read-write at ``/results``; a command is given its
+   host path (``{results_dir}``, ``$PY_EXPERIMENTER_RESULTS_DIR``) and runs in the executor's directory.
+   ``Execution.datasets`` (a host folder)
    is mounted read-only at ``/data`` in a container; a command is given its host path.
 2. **Parameters.** The experiment's parameters as JSON::
 
@@ -131,9 +132,9 @@ class ExperimentAdapter(ABC):
 
     # -- shared steps ---------------------------------------------------------------------
 
-    def placeholder_names(self, custom: Mapping[str, Any] | None = None) -> list[str]:
+    def placeholder_names(self) -> list[str]:
         """Every name a template may use."""
-        names = dict.fromkeys(str(k) for k in (self.config.custom if custom is None else custom))
+        names = dict.fromkeys(str(k) for k in self.config.custom)
         names.update(dict.fromkeys(self.config.table.keyfield_names))
         names.update(dict.fromkeys(BUILTIN_PLACEHOLDERS))
         return list(names)
@@ -144,9 +145,7 @@ class ExperimentAdapter(ABC):
         :raises ConfigError: naming the template, the placeholder and the valid names.
         """
         valid = set(self.placeholder_names())
-        templates = [(f"command[{i}]", t) for i, t in enumerate(self.execution.command or ())]
-        templates += [(f"env.{k}", v) for k, v in (self.execution.env or {}).items()]
-        for where, template in templates:
+        for where, template in self._templates():
             for name in _fields(template, where, self.config.source):
                 if name not in valid:
                     raise ConfigError(
@@ -155,12 +154,27 @@ class ExperimentAdapter(ABC):
                         source=self.config.source, key_path=f"PY_EXPERIMENTER.Execution.{where}",
                     )
 
-    def check_datasets(self) -> None:
-        """``Execution.datasets``, when set, must be an existing folder."""
-        if self.execution.datasets is not None and not os.path.isdir(self.execution.datasets):
-            raise ConfigError(f"datasets folder {self.execution.datasets!r} does not exist (relative to "
-                              f"{os.getcwd()})", source=self.config.source,
-                              key_path="PY_EXPERIMENTER.Execution.datasets")
+    def _templates(self) -> list[tuple[str, str]]:
+        """(key path under Execution, template) of every command part and env value."""
+        templates = [(f"command[{i}]", t) for i, t in enumerate(self.execution.command or ())]
+        return templates + [(f"env.{k}", v) for k, v in (self.execution.env or {}).items()]
+
+    def check_folders(self) -> None:
+        """``Execution.datasets`` must be an existing folder; ``results_dir`` is created and must be writable."""
+        source, path = self.config.source, "PY_EXPERIMENTER.Execution"
+        datasets, results = self.execution.datasets, self.execution.results_dir
+        if datasets is not None and not os.path.isdir(datasets):
+            raise ConfigError(f"datasets folder {datasets!r} does not exist (relative to {os.getcwd()})",
+                              source=source, key_path=f"{path}.datasets")
+        if results is not None:
+            try:
+                os.makedirs(results, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot create the results folder {results!r}: {exc.strerror}",
+                                  source=source, key_path=f"{path}.results_dir") from None
+            if not os.access(results, os.W_OK | os.X_OK):
+                raise ConfigError(f"the results folder {results!r} is not writable", source=source,
+                                  key_path=f"{path}.results_dir")
 
     @contextmanager
     def attempt_folder(self, experiment: Experiment) -> Iterator[Path]:
@@ -183,7 +197,10 @@ class ExperimentAdapter(ABC):
 
     def prepare(self, experiment: Experiment, custom: Mapping[str, Any], folder: Path, *,
                 results_dir: str, data_dir: str | None) -> AttemptFiles:
-        """Write ``params.json`` and fill in the command and environment templates."""
+        """Write ``params.json`` and fill in the command and environment templates.
+
+        :raises ConfigError: a template does not fit this experiment's values (``{dataset:03d}`` for a string).
+        """
         params = {
             "experiment_id": experiment.id, "attempt": experiment.attempt, "table": self.config.table.name,
             "keyfields": dict(experiment.keyfields), "custom": dict(custom),
@@ -195,10 +212,18 @@ class ExperimentAdapter(ABC):
         values: dict[str, Any] = {**custom, **experiment.keyfields, "params": text, "params_file": params_file,
                                   "results_dir": results_dir, "data_dir": data_dir or "",
                                   "experiment_id": experiment.id, "attempt": experiment.attempt}
+        filled: dict[str, str] = {}
+        for where, template in self._templates():
+            try:
+                filled[where] = template.format_map(values)
+            except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
+                raise ConfigError(f"cannot fill in {template!r} for experiment {experiment.id}: "
+                                  f"{type(exc).__name__}: {exc}", source=self.config.source,
+                                  key_path=f"PY_EXPERIMENTER.Execution.{where}") from None
         command = None
         if self.execution.command is not None:
-            command = [part.format_map(values) for part in self.execution.command]
-        env = {name: value.format_map(values) for name, value in (self.execution.env or {}).items()}
+            command = [filled[f"command[{i}]"] for i in range(len(self.execution.command))]
+        env = {name: filled[f"env.{name}"] for name in self.execution.env or {}}
         env.update({"PY_EXPERIMENTER_PARAMS": text, "PY_EXPERIMENTER_RESULTS_DIR": results_dir,
                     "PY_EXPERIMENTER_EXPERIMENT_ID": str(experiment.id),
                     "PY_EXPERIMENTER_ATTEMPT": str(experiment.attempt)})

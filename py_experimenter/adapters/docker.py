@@ -1,0 +1,255 @@
+"""The docker adapter: each experiment runs in a fresh container of ``Execution.image`` (TimeEval style).
+
+It follows the contract in :mod:`py_experimenter.adapters.contract` and talks to any Docker-API engine through
+the ``docker`` package (``pip install 'py_experimenter[docker]'``): ``docker.from_env()`` honours ``DOCKER_HOST``,
+so podman's API works too (``podman system service --time=0 unix:///run/podman/podman.sock &`` and
+``DOCKER_HOST=unix:///run/podman/podman.sock``). Images are never pulled during a run: build or load them first.
+
+Each container gets the attempt's folder read-write at ``/results`` (made writable for any user, as the image
+may not run as root), ``Execution.datasets`` read-only at ``/data``, only ``Execution.env`` and the
+``PY_EXPERIMENTER_*`` variables as its environment, ``network_mode`` = ``Execution.network`` (``none`` unless
+set), a memory limit without swap (``mem_limit`` = ``memswap_limit`` = ``Execution.memory``),
+``nano_cpus`` from ``Execution.cpus``, ``Execution.gpus`` GPUs through a device request, and the labels
+``py_experimenter.table``, ``py_experimenter.experiment`` and ``py_experimenter.attempt``. Without
+``Execution.command`` the image's ENTRYPOINT gets the parameters JSON as its only argument, so such an image
+needs an ENTRYPOINT (:meth:`DockerAdapter.check` says so otherwise).
+
+The container is always removed (``remove(force=True)``), whatever happens: exit, timeout, stop, an error,
+or an exception from a signal handler. Exit code 137 that the executor did not cause, and Docker's
+``OOMKilled``, count as ``oom`` (podman reports ``OOMKilled: false`` for a memory-limit kill; its exit code
+137 is right). Like commands, a non-zero exit whose last output lines report running out of memory is ``oom``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any
+
+from py_experimenter.adapters.contract import (
+    AdapterOutcome,
+    AdapterUnavailableError,
+    AttemptFiles,
+    ExperimentAdapter,
+    StopCheck,
+    says_out_of_memory,
+    tail,
+)
+from py_experimenter.config import ExperimentConfig
+from py_experimenter.exceptions import ConfigError
+from py_experimenter.queue import AttemptReport, Experiment
+from py_experimenter.result_processor import ResultProcessor
+
+__all__ = ["LABELS", "DockerAdapter"]
+
+logger = logging.getLogger("py-experimenter")
+
+POLL_SECONDS = 0.1
+#: Label keys of every container the adapter starts (values: table name, experiment ID, attempt).
+LABELS = ("py_experimenter.table", "py_experimenter.experiment", "py_experimenter.attempt")
+_ENDED = frozenset({"exited", "dead", "stopped"})
+_DEFAULT_HOST = "the default socket unix:///var/run/docker.sock"
+
+
+def _docker() -> ModuleType:
+    try:
+        import docker
+    except ImportError:
+        raise ConfigError("the docker adapter needs the docker package: pip install 'py_experimenter[docker]'") \
+            from None
+    return docker
+
+
+class DockerAdapter(ExperimentAdapter):
+    """Runs each experiment in a container (``adapter: docker``); one engine client per process."""
+
+    def __init__(self, config: ExperimentConfig):
+        super().__init__(config)
+        self._client: Any = None
+        self._client_pid: int | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_client": None, "_client_pid": None}
+
+    @property
+    def client(self) -> Any:
+        """This process's ``docker.DockerClient`` (made again after a fork)."""
+        if self._client is None or self._client_pid != os.getpid():
+            self._client = _docker().from_env()
+            self._client_pid = os.getpid()
+        return self._client
+
+    def check(self) -> None:
+        """Ping the engine, find the image locally, validate the templates and the datasets folder."""
+        docker = _docker()
+        source, key = self.config.source, "PY_EXPERIMENTER.Execution.image"
+        try:
+            self._client = None
+            self.client.ping()
+        except Exception as exc:
+            self._client = None
+            where = os.environ.get("DOCKER_HOST") or _DEFAULT_HOST
+            raise ConfigError(
+                f"cannot reach a Docker API at {where}: {_reason(exc)}; start Docker, or podman's API (podman "
+                "system service --time=0 unix:///run/podman/podman.sock &) and set "
+                "DOCKER_HOST=unix:///run/podman/podman.sock"
+            ) from None
+        image = self.execution.image
+        try:
+            found = self.client.images.get(image)
+        except docker.errors.ImageNotFound:
+            raise ConfigError(f"image {image!r} is not on the engine: build or load it first (no pulls during a "
+                              "run)", source=source, key_path=key) from None
+        except docker.errors.APIError as exc:
+            raise ConfigError(f"cannot inspect image {image!r}: {_reason(exc)}", source=source, key_path=key) \
+                from None
+        if self.execution.command is None and not (found.attrs.get("Config") or {}).get("Entrypoint"):
+            raise ConfigError(
+                f"image {image!r} has no ENTRYPOINT to receive the parameters JSON: set a command, e.g. "
+                "command: [python3, /app/run.py, '{params}'], or give the image an ENTRYPOINT",
+                source=source, key_path="PY_EXPERIMENTER.Execution.command",
+            )
+        self.check_templates()
+        self.check_folders()
+
+    def run(
+        self,
+        experiment: Experiment,
+        processor: ResultProcessor,
+        custom: Mapping[str, Any],
+        should_stop: StopCheck | None,
+    ) -> AdapterOutcome:
+        """Run one attempt in a new container and read its results back (see the module docstring)."""
+        docker = _docker()
+        import requests  # a dependency of docker
+
+        ex = self.execution
+        limits = self.limits_json(memory=ex.memory_bytes, cpus=ex.cpus, gpus=ex.gpus, timeout=ex.timeout,
+                                  network=ex.network)
+        with self.attempt_folder(experiment) as folder:
+            folder.chmod(0o777)  # the image may run as any user
+            try:
+                files = self.prepare(experiment, custom, folder, results_dir="/results",
+                                     data_dir=None if ex.datasets is None else "/data")
+            except ConfigError as exc:
+                return AdapterOutcome("error", str(exc), report=AttemptReport(limits=limits))
+            name = f"py-experimenter-{self.config.table.name}-{experiment.id}-{experiment.attempt}-" \
+                   f"{uuid.uuid4().hex[:8]}"
+            started = time.monotonic()
+            container: Any = None
+            try:
+                try:
+                    container = self.client.containers.create(**self._create_args(experiment, files, name))
+                    container.start()
+                except docker.errors.APIError as exc:
+                    return AdapterOutcome("error", f"the container could not be started: {_reason(exc)}",
+                                          report=AttemptReport(duration_seconds=time.monotonic() - started,
+                                                               image=_image_id(container), limits=limits))
+                state, killed = self._wait(container, should_stop)
+                report = AttemptReport(duration_seconds=time.monotonic() - started, image=_image_id(container),
+                                       limits=limits)
+                if killed is not None:
+                    return AdapterOutcome(killed[0], killed[1], stop_kind=killed[2], report=report)
+                kind, error = self._classify(container, state)
+            except docker.errors.APIError as exc:  # e.g. removed by someone else while it ran
+                return AdapterOutcome("error", f"the container failed: {_reason(exc)}", report=AttemptReport(
+                    duration_seconds=time.monotonic() - started, image=_image_id(container), limits=limits))
+            except requests.exceptions.RequestException as exc:
+                raise AdapterUnavailableError(f"the Docker API stopped answering during experiment "
+                                              f"{experiment.id}: {_reason(exc)}") from exc
+            finally:
+                _remove(self.client, container, name)
+            problem = self.read_back(folder, processor)
+        if problem is not None:
+            kind, error = ("error", problem) if kind == "done" else (kind, f"{error}\n(also: {problem})")
+        return AdapterOutcome(kind, error, report=report)
+
+    def _create_args(self, experiment: Experiment, files: AttemptFiles, name: str) -> dict[str, Any]:
+        ex = self.execution
+        volumes = {str(files.folder): {"bind": "/results", "mode": "rw"}}
+        if ex.datasets is not None:
+            volumes[os.path.abspath(ex.datasets)] = {"bind": "/data", "mode": "ro"}
+        labels = dict(zip(LABELS, (self.config.table.name, str(experiment.id), str(experiment.attempt)), strict=True))
+        args: dict[str, Any] = {
+            "image": ex.image, "command": files.command if files.command is not None else [files.params],
+            "environment": files.env, "volumes": volumes, "network_mode": ex.network, "labels": labels,
+            "name": name,
+        }
+        if ex.memory_bytes is not None:
+            args.update(mem_limit=ex.memory_bytes, memswap_limit=ex.memory_bytes)
+        if ex.cpus is not None:
+            args["nano_cpus"] = int(ex.cpus * 1e9)
+        if ex.gpus > 0:
+            args["device_requests"] = [_docker().types.DeviceRequest(count=ex.gpus, capabilities=[["gpu"]])]
+        return args
+
+    def _wait(self, container: Any, should_stop: StopCheck | None) -> tuple[dict[str, Any], Any]:
+        """Poll until the container ends, the timeout passes or ``should_stop`` asks: (state, killed)."""
+        start = time.monotonic()
+        deadline = None if self.execution.timeout is None else start + self.execution.timeout
+        while True:
+            container.reload()
+            state = container.attrs.get("State") or {}
+            if str(state.get("Status", "")).lower() in _ENDED:
+                return state, None
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return state, ("timeout", self.timeout_message(), None)
+            if should_stop is not None:
+                request = should_stop()
+                if request is not None:
+                    return state, ("stopped", request[1], request[0])
+            time.sleep(POLL_SECONDS if deadline is None else max(0.0, min(POLL_SECONDS, deadline - now)))
+
+    def _classify(self, container: Any, state: Mapping[str, Any]) -> tuple[str, str | None]:
+        """(kind, error) of a container that ended by itself."""
+        code = int(state.get("ExitCode") or 0)
+        if code == 0 and not state.get("OOMKilled"):
+            return "done", None
+        output = tail(container.logs(stdout=True, stderr=True, tail=40).decode("utf-8", errors="replace"))
+        shown = f"; the last lines of its output:\n{output}" if output.strip() else "; it printed nothing"
+        memory = self.execution.memory_bytes
+        limit = "" if memory is None else f" under its limit of {memory / 2**20:g} MiB (Execution.memory)"
+        if state.get("OOMKilled") or code == 137:
+            how = "OOMKilled" if state.get("OOMKilled") else "exit code 137: killed by SIGKILL, not by the executor"
+            return "oom", f"the container ran out of memory{limit} ({how}){shown}"
+        if says_out_of_memory(output):
+            return "oom", f"the container ran out of memory{limit} and exited with code {code}{shown}"
+        return "error", f"the container exited with code {code}{shown}"
+
+
+def _remove(client: Any, container: Any, name: str) -> None:
+    """Remove the container (by name when creating it was interrupted); a signal does not stop that."""
+    docker = _docker()
+    interruption: BaseException | None = None
+    for _ in range(3):
+        try:
+            (container if container is not None else client.containers.get(name)).remove(force=True, v=True)
+            break
+        except docker.errors.NotFound:
+            break
+        except Exception as exc:
+            logger.warning("could not remove container %s: %s", name, _reason(exc))
+            break
+        except BaseException as exc:  # a signal handler's exception: finish removing, then raise it
+            interruption = exc
+    if interruption is not None:
+        raise interruption
+
+
+def _image_id(container: Any) -> str | None:
+    if container is None:
+        return None
+    image = container.attrs.get("Image")
+    if isinstance(image, str) and image and not image.startswith("sha256:") and len(image) == 64:
+        return f"sha256:{image}"
+    return image if isinstance(image, str) and image else None
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
