@@ -6,6 +6,9 @@
 2. Claim latency of ``ExperimentQueue.claim()`` on a small and a large mostly-``created``
    table, and the ``EXPLAIN`` of the claim query on each backend.
 3. Filling a large grid with ``fill_table_from_config()`` vs a raw ``executemany``.
+4. The failure path (``--sections failure``, ~6.5 minutes, not in the default run; see
+   ``bench_failure.py``): heartbeat cost, reclaim delay after ``kill -9`` with the default
+   lease / heartbeat, no-op throughput with heartbeats on vs off.
 
 Every table is a fresh uuid-named ``bench_*`` table built by our schema (same indexes),
 dropped at the end. Run through ``scripts/bench`` (``--help`` lists the options).
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from bench_failure import FailureResults, report_failure, run_failure, settings
 
 from py_experimenter.experimenter import PyExperimenter
 from py_experimenter.queue import ExperimentQueue, WorkerIdentity
@@ -47,6 +51,8 @@ URLS = {
     ),
 }
 BACKENDS = ("mysql", "sqlite", "postgresql")
+SECTIONS = ("throughput", "latency", "fill", "failure")
+DEFAULT_SECTIONS = ("throughput", "latency", "fill")
 JOBS = (1, 2, 4)
 RAW_BATCH = 5000
 LEASE_US = 120_000_000
@@ -360,6 +366,7 @@ class Results:
     latency: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
     explain: dict[str, tuple[list[str], str]] = field(default_factory=dict)
     fill: dict[str, tuple[float, float]] = field(default_factory=dict)
+    failure: FailureResults = field(default_factory=FailureResults)
 
 
 def timed(what: str, action: Callable[[], Any]) -> Any:
@@ -400,6 +407,8 @@ def run(args: argparse.Namespace, tables: Tables, results: Results) -> None:
                 log(f"fill {args.big_rows:,} on {backend} (raw): {raw_seconds:.1f} s")
                 tables.drop(equivalent)
                 results.fill[backend] = (ours_fill, raw_seconds)
+    if "failure" in sections:
+        run_failure(tables, args.backends, settings(args.quick, args.exp_rows, args.repeat), results.failure, log)
 
 
 def summarize(times: list[float]) -> tuple[float, float]:
@@ -439,6 +448,8 @@ def report(args: argparse.Namespace, results: Results) -> None:
         for backend, (ours, raw) in results.fill.items():
             out.append(f"   {backend:<11}{ours:>9.1f}{raw:>9.1f}{ours / raw:>9.2f}x{args.big_rows / ours:>13,.0f}")
         out.append("   target: ours within 2x of raw")
+        out.append("")
+    out += report_failure(results.failure)
     print("\n".join(out), flush=True)
 
 
@@ -449,8 +460,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="smoke test: 500 rows per throughput run, 100,000-row fill / latency table")
     parser.add_argument("--backends", default=",".join(BACKENDS),
                         help=f"comma-separated subset of {','.join(BACKENDS)} (default: all)")
-    parser.add_argument("--sections", default="throughput,latency,fill",
-                        help="comma-separated subset of throughput,latency,fill (default: all)")
+    parser.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
+                        help=f"comma-separated subset of {','.join(SECTIONS)} (default: {','.join(DEFAULT_SECTIONS)}; "
+                             "failure takes ~6.5 minutes, < 1 minute with --quick)")
     parser.add_argument("--exp-rows", type=int, help="rows per throughput run (default 4,000)")
     parser.add_argument("--big-rows", type=int, help="large table, a multiple of 10,000 (default 1,000,000)")
     parser.add_argument("--claims", type=int, default=500, help="timed claims per table (default 500)")
@@ -463,8 +475,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         if backend not in BACKENDS:
             parser.error(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     for section in args.sections:
-        if section not in ("throughput", "latency", "fill"):
-            parser.error(f"unknown section {section!r}; choose from throughput, latency, fill")
+        if section not in SECTIONS:
+            parser.error(f"unknown section {section!r}; choose from {', '.join(SECTIONS)}")
     args.exp_rows = args.exp_rows or (500 if args.quick else 4000)
     args.big_rows = args.big_rows or (100_000 if args.quick else 1_000_000)
     args.small_rows = 10_000

@@ -34,7 +34,8 @@ import json, os, sys
 params = json.loads(sys.argv[1])
 with open(os.path.join(os.environ["PY_EXPERIMENTER_RESULTS_DIR"], "params.json")) as handle:
     from_file = json.load(handle)
-env = {k: v for k, v in os.environ.items() if k.startswith(("PY_EXPERIMENTER_", "TEST_", "CUDA_"))}
+env = {k: v for k, v in os.environ.items()
+       if k.startswith(("PY_EXPERIMENTER_", "TEST_", "CUDA_")) and not k.startswith("PY_EXPERIMENTER_TEST_")}
 with open("results.json", "w") as handle:
     json.dump({"argv": json.dumps(params), "params_file": json.dumps(from_file), "env": json.dumps(env),
                "cwd": _cwd}, handle)
