@@ -123,6 +123,7 @@ class Executor:
         """
         claimed = done = 0
         try:
+            self._remove_orphans()
             with GracefulShutdown(self.execution.grace_seconds) as self.shutdown:
                 while max_experiments < 0 or claimed < max_experiments:
                     if self.shutdown.requested or (budget is not None and not _take(budget)):
@@ -150,11 +151,13 @@ class Executor:
         while True:
             if time.monotonic() - self._last_recovery >= interval:
                 self._last_recovery = time.monotonic()
-                self.recovery.recover()
+                if self.recovery.recover():
+                    self._remove_orphans()
             experiment = self.queue.claim(random_order=self.random_order)
             if experiment is not None or self._stopping():
                 return experiment
             if self.recovery.recover():
+                self._remove_orphans()
                 continue
             wait = self.recovery.seconds_until_stale_lease_expires(stale_after=2 * interval)
             if wait is None:
@@ -163,6 +166,17 @@ class Executor:
             time.sleep(min(wait + 0.05, interval))
             if self._stopping():
                 return None
+
+    def _remove_orphans(self) -> None:
+        """Containers of attempts taken back from killed executors are removed by their peers."""
+        if self.adapter is None:
+            return
+
+        def is_live(experiment_id: int, attempt: int) -> bool:
+            current = self.queue.current_attempt(experiment_id)
+            return current is not None and current.attempt == attempt
+
+        self.adapter.remove_orphans(is_live)
 
     def _stopping(self) -> bool:
         return self.shutdown is not None and self.shutdown.requested

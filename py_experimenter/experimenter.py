@@ -185,6 +185,12 @@ class PyExperimenter:
             image / command is not usable (checked before any experiment is claimed).
         """
         runner = None if experiment_function is not None and adapter is None else self._adapter(adapter)
+        execution = self.config.execution
+        if runner is None and execution.isolation == "inline" and (execution.timeout or execution.memory):
+            raise ConfigError(
+                "Execution.timeout and Execution.memory limit an experiment function only with isolation: process "
+                "(a function running inline cannot be stopped or limited safely); add isolation: process"
+            )
         self.db.outage_seconds = self.config.execution.database_outage_seconds
         self.db.run(self._ensure_tables)  # an executor started during a database restart waits for it
         jobs = self.config.n_jobs if n_jobs is None else n_jobs

@@ -48,5 +48,18 @@ def docker_client() -> Iterator[Any]:
 
 
 def leftover_containers(client: Any, label: str = "py_experimenter.table") -> list[Any]:
-    """Containers (running or not) that carry ``label``: after a test there should be none."""
-    return list(client.containers.list(all=True, filters={"label": label}))
+    """Containers (running or not) that carry ``label`` (``key`` or ``key=value``): after a test
+    there should be none.
+
+    Listing inspects each container; one removed in between (by another test or session)
+    makes the engine answer "no such container": list again then.
+    """
+    import docker
+
+    for attempt in range(5):
+        try:
+            return list(client.containers.list(all=True, filters={"label": label}))
+        except docker.errors.APIError as err:  # podman: 500 "no such container", Docker: 404
+            if attempt == 4 or "no such container" not in str(err).lower():
+                raise
+    raise AssertionError("unreachable")

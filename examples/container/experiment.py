@@ -13,8 +13,8 @@ The container reports back through files in ``/results`` (a per-experiment host 
 - ``results.json``: one JSON object, resultfield -> value, e.g. ``{"score": 0.42}``;
 - ``logs.jsonl``: one JSON object per line, ``{"<logtable>": {field: value, ...}}``.
 
-Whatever it prints is kept as the experiment's output; a non-zero exit code marks the row as
-an error. Run it by hand with, e.g.::
+A non-zero exit code marks the row as an error, with the last 40 lines of what the container
+printed in its ``error`` column (on success the output is not kept). Run it by hand with, e.g.::
 
     podman run --rm -v "$PWD/out:/results" py-experimenter/example:latest \\
         '{"keyfields": {"dataset": "iris", "seed": 1}, "results_dir": "/results"}'

@@ -130,6 +130,12 @@ class ExperimentAdapter(ABC):
     ) -> AdapterOutcome:
         """Run one attempt of ``experiment``; results and logs go through ``processor``."""
 
+    def remove_orphans(self, is_live: Callable[[int, int], bool]) -> int:
+        """Remove what attempts that are no longer running left behind (an executor killed with
+        ``kill -9`` cannot clean up); ``is_live(experiment_id, attempt)`` says which still run.
+        Returns how many were removed. Nothing to do for most adapters."""
+        return 0
+
     # -- shared steps ---------------------------------------------------------------------
 
     def placeholder_names(self) -> list[str]:

@@ -26,7 +26,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -168,6 +168,16 @@ class DockerAdapter(ExperimentAdapter):
             kind, error = ("error", problem) if kind == "done" else (kind, f"{error}\n(also: {problem})")
         return AdapterOutcome(kind, error, report=report)
 
+    def remove_orphans(self, is_live: Callable[[int, int], bool]) -> int:
+        """Remove this table's containers whose attempt is no longer running (its executor was
+        killed before it could remove them)."""
+        removed = 0
+        for container in _orphans(self.client, self.config.table.name, is_live):
+            logger.warning("removing container %s left behind by a lost attempt", container.id[:12])
+            _remove(self.client, container, container.id)
+            removed += 1
+        return removed
+
     def _create_args(self, experiment: Experiment, files: AttemptFiles, name: str) -> dict[str, Any]:
         ex = self.execution
         volumes = {str(files.folder): {"bind": "/results", "mode": "rw"}}
@@ -220,6 +230,23 @@ class DockerAdapter(ExperimentAdapter):
         if says_out_of_memory(output):
             return "oom", f"the container ran out of memory{limit} and exited with code {code}{shown}"
         return "error", f"the container exited with code {code}{shown}"
+
+
+def _orphans(client: Any, table: str, is_live: Callable[[int, int], bool]) -> Iterator[Any]:
+    docker = _docker()
+    try:
+        containers = client.containers.list(all=True, filters={"label": f"{LABELS[0]}={table}"}, sparse=True)
+    except docker.errors.APIError as exc:  # e.g. one removed while listing: next time
+        logger.warning("could not list containers of table %s: %s", table, _reason(exc))
+        return
+    for container in containers:
+        labels = container.attrs.get("Labels") or {}
+        try:
+            experiment, attempt = int(labels[LABELS[1]]), int(labels[LABELS[2]])
+        except (KeyError, ValueError):
+            continue
+        if not is_live(experiment, attempt):
+            yield container
 
 
 def _remove(client: Any, container: Any, name: str) -> None:

@@ -36,7 +36,7 @@ def _config(backend: Backend, name: str, data: dict[str, Any]) -> tuple[PyExperi
 
 
 def _mine(client: Any, table: str) -> list[Any]:
-    return [c for c in leftover_containers(client) if c.labels.get("py_experimenter.table") == table]
+    return leftover_containers(client, f"py_experimenter.table={table}")
 
 
 def test_example_image_table_runs_end_to_end_from_the_cli(backend: Backend, docker_client: Any):
@@ -107,5 +107,35 @@ def test_sigterm_hands_a_running_container_back_and_removes_it(backend: Backend,
     assert executor.returncode == 0, err[-3000:]
     assert list(experimenter.get_table()["status"]) == ["created"]
     assert list(experimenter.get_attempts_table()["outcome"]) == ["interrupted"]
+    assert _mine(docker_client, table) == []
+    experimenter.delete_table()
+
+
+def test_container_of_a_killed_executor_is_removed_by_the_peer_that_takes_its_row_back(
+        tmp_path: Path, docker_client: Any):
+    backend = Backend("sqlite", f"sqlite:///{tmp_path / 'experiments.db'}", tmp_path)
+    table = f"box_{uuid.uuid4().hex[:10]}"
+    data = experiment_yaml("sqlite", table, {"mode": {"type": "VARCHAR(20)", "values": ["sleep"]}},
+                           Execution={"adapter": "docker", "image": PROBE_IMAGE, "timeout": 3,
+                                      "lease_seconds": 2, "heartbeat_seconds": 0.5})
+    experimenter, command = _config(backend, table, data)
+    victim = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not _mine(docker_client, table):
+            assert victim.poll() is None, victim.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the container never started"
+            time.sleep(0.1)
+        orphan = _mine(docker_client, table)[0].id
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
+        assert [c.id for c in _mine(docker_client, table)] == [orphan]  # kill -9: nobody removed it
+        time.sleep(1.5)  # two missed heartbeats: the rescuer waits for the lease instead of leaving
+        rescuer = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    finally:
+        victim.kill()
+    assert rescuer.returncode == 0, rescuer.stderr[-3000:]
+    assert "left behind by a lost attempt" in rescuer.stderr
+    assert list(experimenter.get_attempts_table()["outcome"]) == ["lost", "timeout"]
     assert _mine(docker_client, table) == []
     experimenter.delete_table()
