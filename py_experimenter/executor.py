@@ -5,30 +5,25 @@ User exceptions become ``error`` rows with the full traceback and never stop the
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import multiprocessing
-import os
 import resource
-import signal
-import sys
-import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from py_experimenter.adapters.contract import AdapterUnavailableError, ExperimentAdapter
+from py_experimenter.admin import ExperimentAdmin
 from py_experimenter.config import ExecutionSpec
 from py_experimenter.emissions import EmissionsRecorder
-from py_experimenter.exceptions import DatabaseUnavailableError, LeaseLostError, PyExperimenterError
+from py_experimenter.exceptions import DatabaseUnavailableError, LeaseLostError
 from py_experimenter.heartbeat import Heartbeat, Watch
 from py_experimenter.isolation import run_in_child
 from py_experimenter.queue import AttemptReport, Experiment, ExperimentQueue
 from py_experimenter.recovery import LeaseRecovery
 from py_experimenter.result_processor import ResultProcessor
-from py_experimenter.shutdown import SIGNALS, ExecutorInterrupted, ExperimentStopped, GracefulShutdown
+from py_experimenter.shutdown import ExecutorInterrupted, ExperimentStopped, GracefulShutdown
 from py_experimenter.status import ExperimentStatus
 
 logger = logging.getLogger("py-experimenter")
@@ -161,6 +156,7 @@ class Executor:
                 continue
             wait = self.recovery.seconds_until_stale_lease_expires(stale_after=2 * interval)
             if wait is None:
+                self._log_running_elsewhere()
                 return None
             logger.info("waiting %.1f s for the lease of a silent executor to expire", wait)
             time.sleep(min(wait + 0.05, interval))
@@ -177,6 +173,14 @@ class Executor:
             return current is not None and current.attempt == attempt
 
         self.adapter.remove_orphans(is_live)
+
+    def _log_running_elsewhere(self) -> None:
+        running = ExperimentAdmin(self.queue.db).status_counts().get(ExperimentStatus.RUNNING.value, 0)
+        if running:
+            logger.info(
+                "nothing left to claim; %d experiments are running in other executors, which still heartbeat. "
+                "If one of them died, its row can be claimed again %g s after its last heartbeat "
+                "(Execution.lease_seconds): run again then", running, self.queue.lease_seconds)
 
     def _stopping(self) -> bool:
         return self.shutdown is not None and self.shutdown.requested
@@ -316,61 +320,3 @@ def _take(budget: Any) -> bool:
             return False
         budget.value -= 1
         return True
-
-
-def run_processes(executor: Executor, n_jobs: int, max_experiments: int = -1) -> int:
-    """Run ``n_jobs`` executor processes on this node; returns how many experiments ran."""
-    if n_jobs <= 1:
-        return executor.run(max_experiments)
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    ctx: Any = multiprocessing.get_context(method)
-    budget = ctx.Value("l", max_experiments) if max_experiments >= 0 else None
-    counter = ctx.Value("l", 0)
-    executor.queue.close()
-    executor.queue.db.dispose()
-    processes = [
-        ctx.Process(target=_child, args=(executor, budget, counter), name=f"py-experimenter-{i}")
-        for i in range(n_jobs)
-    ]
-    for process in processes:
-        process.start()
-    with _forwarding_signals(processes):
-        for process in processes:
-            process.join()
-    failed = [p.name for p in processes if p.exitcode != 0]
-    if failed:
-        raise PyExperimenterError(
-            f"executor processes {failed} exited abnormally; see the log above. Experiments they "
-            "had claimed stay 'running' until their lease expires"
-        )
-    return int(counter.value)
-
-
-@contextlib.contextmanager
-def _forwarding_signals(processes: list[Any]) -> Iterator[None]:
-    """Pass SIGTERM / SIGINT on to the executor processes (they shut down gracefully)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def forward(signum: int, _frame: Any) -> None:
-        for process in processes:
-            if process.is_alive() and process.pid:
-                os.kill(process.pid, signum)
-
-    previous = {signum: signal.signal(signum, forward) for signum in SIGNALS}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-def _child(executor: Executor, budget: Any, counter: Any) -> None:
-    try:
-        ran = executor.run(-1, budget)
-    except (DatabaseUnavailableError, AdapterUnavailableError) as err:
-        logger.error("%s", err)
-        sys.exit(3)
-    with counter.get_lock():
-        counter.value += ran

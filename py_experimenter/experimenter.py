@@ -20,9 +20,10 @@ from py_experimenter.db.database import Database
 from py_experimenter.db.schema import build_schema
 from py_experimenter.emissions import EmissionsRecorder, codecarbon_available
 from py_experimenter.exceptions import ConfigError, ExperimentNotRunnableError
-from py_experimenter.executor import Executor, ExperimentFunction, run_processes
+from py_experimenter.executor import Executor, ExperimentFunction
 from py_experimenter.fill import fill_rows
 from py_experimenter.grid import RowCanonicalizer, combine, grid_rows
+from py_experimenter.processes import run_processes
 from py_experimenter.queue import ExperimentQueue, WorkerIdentity
 from py_experimenter.result_processor import ResultProcessor
 from py_experimenter.status import ExperimentStatus

@@ -36,9 +36,10 @@ import sqlalchemy as sa
 from py_experimenter.config import ExecutionSpec
 from py_experimenter.db.database import Database
 from py_experimenter.db.schema import DateTime
-from py_experimenter.executor import Executor, ExperimentFunction, run_processes
+from py_experimenter.executor import Executor, ExperimentFunction
 from py_experimenter.experimenter import PyExperimenter
 from py_experimenter.heartbeat import Heartbeat, Watch
+from py_experimenter.processes import run_processes
 from py_experimenter.queue import ExperimentQueue, WorkerIdentity
 
 FORK = multiprocessing.get_context("fork")
