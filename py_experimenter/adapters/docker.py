@@ -49,6 +49,7 @@ __all__ = ["LABELS", "DockerAdapter"]
 logger = logging.getLogger("py-experimenter")
 
 POLL_SECONDS = 0.1
+FIRST_POLL_SECONDS = 0.01
 #: Label keys of every container the adapter starts (values: table name, experiment ID, attempt).
 LABELS = ("py_experimenter.table", "py_experimenter.experiment", "py_experimenter.attempt")
 _ENDED = frozenset({"exited", "dead", "stopped"})
@@ -71,6 +72,9 @@ class DockerAdapter(ExperimentAdapter):
         super().__init__(config)
         self._client: Any = None
         self._client_pid: int | None = None
+        # The engine's API version, asked once by check(): each new client (one per executor
+        # process) would otherwise ask again, ~0.5 s on podman.
+        self._api_version: str | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_client": None, "_client_pid": None}
@@ -79,7 +83,7 @@ class DockerAdapter(ExperimentAdapter):
     def client(self) -> Any:
         """This process's ``docker.DockerClient`` (made again after a fork)."""
         if self._client is None or self._client_pid != os.getpid():
-            self._client = _docker().from_env()
+            self._client = _docker().from_env(version=self._api_version)
             self._client_pid = os.getpid()
         return self._client
 
@@ -88,8 +92,9 @@ class DockerAdapter(ExperimentAdapter):
         docker = _docker()
         source, key = self.config.source, "PY_EXPERIMENTER.Execution.image"
         try:
-            self._client = None
+            self._client, self._api_version = None, None
             self.client.ping()
+            self._api_version = self.client.api.api_version
         except Exception as exc:
             self._client = None
             where = os.environ.get("DOCKER_HOST") or _DEFAULT_HOST
@@ -201,8 +206,9 @@ class DockerAdapter(ExperimentAdapter):
         """Poll until the container ends, the timeout passes or ``should_stop`` asks: (state, killed)."""
         start = time.monotonic()
         deadline = None if self.execution.timeout is None else start + self.execution.timeout
+        poll = FIRST_POLL_SECONDS  # short containers are noticed quickly, long ones cost few calls
         while True:
-            container.reload()
+            _reload(container)
             state = container.attrs.get("State") or {}
             if str(state.get("Status", "")).lower() in _ENDED:
                 return state, None
@@ -213,7 +219,8 @@ class DockerAdapter(ExperimentAdapter):
                 request = should_stop()
                 if request is not None:
                     return state, ("stopped", request[1], request[0])
-            time.sleep(POLL_SECONDS if deadline is None else max(0.0, min(POLL_SECONDS, deadline - now)))
+            time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - now)))
+            poll = min(2 * poll, POLL_SECONDS)
 
     def _classify(self, container: Any, state: Mapping[str, Any]) -> tuple[str, str | None]:
         """(kind, error) of a container that ended by itself."""
@@ -247,6 +254,20 @@ def _orphans(client: Any, table: str, is_live: Callable[[int, int], bool]) -> It
             continue
         if not is_live(experiment, attempt):
             yield container
+
+
+def _reload(container: Any, tries: int = 3) -> None:
+    """Refresh the container's state; a server error while it exits (podman: "read
+    /proc/<pid>/cgroup: no such process") is retried before it counts."""
+    docker = _docker()
+    for attempt in range(tries):
+        try:
+            container.reload()
+            return
+        except docker.errors.APIError as exc:
+            if attempt == tries - 1 or not exc.is_server_error() or isinstance(exc, docker.errors.NotFound):
+                raise
+            time.sleep(0.05)
 
 
 def _remove(client: Any, container: Any, name: str) -> None:
