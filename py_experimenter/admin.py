@@ -6,12 +6,14 @@ operations started by a person, from the Python API or the ``py-experimenter`` c
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
 
 from py_experimenter.db.database import Database
+from py_experimenter.db.retry import first_line
 from py_experimenter.db.schema import result_columns
 from py_experimenter.exceptions import ConfigError
 from py_experimenter.status import ExperimentStatus
@@ -44,26 +46,19 @@ class ExperimentAdmin:
             values = {s.value for s in ExperimentStatus if s is not ExperimentStatus.ALL}
         main, attempts = self.db.schema.main, self.db.schema.attempts
         clear = {c.name: None for c in main.columns if c.name in _reset_columns(self.db)}
-        # Parenthesized (so an OR stays inside), colons escaped (not bind parameters: '10:00').
-        chosen = [] if where is None else [sa.text("(" + where.replace(":", "\\:") + ")")]
-        try:
-            with self.db.begin() as conn:
-                if RUNNING in values:
-                    running = sa.select(main.c.ID).where(main.c.status == RUNNING, *chosen).scalar_subquery()
-                    conn.execute(
-                        sa.update(attempts)
-                        .where(attempts.c.experiment_id.in_(running), attempts.c.ended_at.is_(None))
-                        .values(ended_at=self.db.dialect.now(), outcome="cancelled", error="reset")
-                    )
-                result = conn.execute(
-                    sa.update(main).where(main.c.status.in_(sorted(values)), *chosen)
-                    .values(status=CREATED, creation_date=self.db.dialect.now(), cancel_requested=False, **clear)
+        chosen = [] if where is None else [_condition(where)]
+        with _where_errors(where), self.db.begin() as conn:
+            if RUNNING in values:
+                running = sa.select(main.c.ID).where(main.c.status == RUNNING, *chosen).scalar_subquery()
+                conn.execute(
+                    sa.update(attempts)
+                    .where(attempts.c.experiment_id.in_(running), attempts.c.ended_at.is_(None))
+                    .values(ended_at=self.db.dialect.now(), outcome="cancelled", error="reset")
                 )
-        except sa.exc.DBAPIError as err:
-            if where is None or err.connection_invalidated:
-                raise
-            lines = str(err.orig).strip().splitlines() or [type(err.orig).__name__]
-            raise ConfigError(f"invalid where condition {where!r}: {lines[0]}") from err
+            result = conn.execute(
+                sa.update(main).where(main.c.status.in_(sorted(values)), *chosen)
+                .values(status=CREATED, creation_date=self.db.dialect.now(), cancel_requested=False, **clear)
+            )
         return int(result.rowcount)
 
     def request_cancel(self, ids: Iterable[int] | None = None, where: str | None = None) -> dict[str, int]:
@@ -87,25 +82,19 @@ class ExperimentAdmin:
         main = self.db.schema.main
         chosen: list[Any] = [] if ids is None else [main.c.ID.in_(sorted({int(i) for i in ids}))]
         if where is not None:
-            chosen.append(sa.text("(" + where.replace(":", "\\:") + ")"))
+            chosen.append(_condition(where))
         waiting = [CREATED, ExperimentStatus.PAUSED.value]
-        try:
-            with self.db.begin() as conn:
-                # Rows not started first: one claimed meanwhile is running by the next statement.
-                cancelled = conn.execute(
-                    sa.update(main).where(main.c.status.in_(waiting), *chosen).values(
-                        status=ExperimentStatus.ERROR.value, error="cancelled before it started (cancel requested)",
-                        end_date=self.db.dialect.now(), lease_until=None, cancel_requested=False,
-                    )
-                ).rowcount
-                requested = conn.execute(
-                    sa.update(main).where(main.c.status == RUNNING, *chosen).values(cancel_requested=True)
-                ).rowcount
-        except sa.exc.DBAPIError as err:
-            if where is None or err.connection_invalidated:
-                raise
-            lines = str(err.orig).strip().splitlines() or [type(err.orig).__name__]
-            raise ConfigError(f"invalid where condition {where!r}: {lines[0]}") from err
+        with _where_errors(where), self.db.begin() as conn:
+            # Rows not started first: one claimed meanwhile is running by the next statement.
+            cancelled = conn.execute(
+                sa.update(main).where(main.c.status.in_(waiting), *chosen).values(
+                    status=ExperimentStatus.ERROR.value, error="cancelled before it started (cancel requested)",
+                    end_date=self.db.dialect.now(), lease_until=None, cancel_requested=False,
+                )
+            ).rowcount
+            requested = conn.execute(
+                sa.update(main).where(main.c.status == RUNNING, *chosen).values(cancel_requested=True)
+            ).rowcount
         return {"requested": int(requested), "cancelled": int(cancelled)}
 
     def status_counts(self) -> dict[str, int]:
@@ -120,3 +109,20 @@ def _reset_columns(db: Database) -> set[str]:
     fixed = {"start_date", "name", "machine", "end_date", "error", "worker", "job_id", "lease_until",
              "heartbeat_at"}
     return fixed | set(result_columns(db.schema.spec))
+
+
+def _condition(where: str) -> sa.TextClause:
+    """The user's SQL condition, parenthesized (an OR stays inside) with colons escaped (not
+    bind parameters: '10:00')."""
+    return sa.text("(" + where.replace(":", "\\:") + ")")
+
+
+@contextlib.contextmanager
+def _where_errors(where: str | None) -> Iterator[None]:
+    """A condition the database rejects becomes one ConfigError (the transaction rolled back)."""
+    try:
+        yield
+    except sa.exc.DBAPIError as err:
+        if where is None or err.connection_invalidated:
+            raise
+        raise ConfigError(f"invalid where condition {where!r}: {first_line(err.orig)}") from err

@@ -25,6 +25,7 @@ from tabulate import tabulate
 
 from py_experimenter import __version__
 from py_experimenter.config_execution import ISOLATIONS, override_execution
+from py_experimenter.db.retry import first_line
 from py_experimenter.exceptions import ConfigError, PyExperimenterError
 from py_experimenter.experimenter import PyExperimenter
 from py_experimenter.grid import grid_rows
@@ -241,8 +242,7 @@ def _where_errors(where: str | None) -> Iterator[None]:
         cause = err.__cause__
         if not isinstance(cause, sa.exc.DBAPIError):
             raise
-        lines = str(cause.orig).strip().splitlines() or [type(cause.orig).__name__]
-        raise ConfigError(f"invalid --where condition: {lines[0]}") from None
+        raise ConfigError(f"invalid --where condition: {first_line(cause.orig)}") from None
 
 
 COMMANDS = {"fill": cmd_fill, "run": cmd_run, "status": cmd_status, "reset": cmd_reset, "cancel": cmd_cancel}

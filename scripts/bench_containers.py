@@ -57,22 +57,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+from bench import URLS  # scripts/ is on sys.path when a script here runs
 
+from py_experimenter.adapters.docker import LABELS
 from py_experimenter.experimenter import PyExperimenter
 
-URLS = {
-    "mysql": os.environ.get(
-        "PY_EXPERIMENTER_TEST_MYSQL_URL", "mysql+pymysql://pyexp:pyexp-test@127.0.0.1:3306/py_experimenter_test"
-    ),
-    "postgresql": os.environ.get(
-        "PY_EXPERIMENTER_TEST_POSTGRES_URL",
-        "postgresql+psycopg://pyexp:pyexp-test@127.0.0.1:5432/py_experimenter_test",
-    ),
-}
 BACKENDS = ("sqlite", "mysql", "postgresql")
 PROBE_IMAGE = "py-experimenter/probe:latest"
 PODMAN_SOCKET = "/run/podman/podman.sock"
-LABELS = ("py_experimenter.table", "py_experimenter.experiment", "py_experimenter.attempt")
 TARGET = 0.20
 FORK = multiprocessing.get_context("fork")
 SIDES = ("bare", "ours", "poll")

@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from py_experimenter.config import ExperimentConfig
+from py_experimenter.db.retry import first_line
 from py_experimenter.exceptions import (
     ConfigError,
     DatabaseUnavailableError,
@@ -355,7 +356,7 @@ def _write(write: Callable[[Any], None], data: Any) -> str | None:
     except (LeaseLostError, DatabaseUnavailableError):
         raise
     except Exception as exc:
-        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return first_line(exc)
     return None
 
 
