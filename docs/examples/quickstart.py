@@ -1,11 +1,11 @@
 """A complete experiment in the PyExperimenter 1.4.2 style, on the embedded SQLite default.
 
-    python examples/quickstart.py          # fill, execute, print the table
+    python docs/examples/quickstart.py          # fill, execute, print the table
 
 or, from a shell or a batch job, the same with the command line::
 
     py-experimenter fill config/example_sqlite.yml
-    py-experimenter run  config/example_sqlite.yml --function examples/quickstart.py:run_experiment
+    py-experimenter run  config/example_sqlite.yml --function docs/examples/quickstart.py:run_experiment
     py-experimenter status config/example_sqlite.yml
 
 The "model" is a tiny ridge classifier on synthetic data (numpy only), so the example has
