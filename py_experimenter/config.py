@@ -18,7 +18,9 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from py_experimenter.config_execution import Checker, read_yaml, type_word
+from py_experimenter.config_names import check_names
 from py_experimenter.exceptions import InvalidIdentifierError
+from py_experimenter.identifiers import max_table_name_length
 from py_experimenter.sqltypes import parse_sql_type
 
 IDENTIFIER_RULE = "^[A-Za-z_][A-Za-z0-9_]{0,63}$"
@@ -39,8 +41,10 @@ RESERVED_LOGTABLE_COLUMNS: tuple[str, ...] = ("ID", "experiment_id", "timestamp"
 #: Logtable names taken by our own tables (``<table>__attempts``).
 RESERVED_LOGTABLE_NAMES: tuple[str, ...] = ("attempts",)
 MAX_IDENTIFIER_LENGTH = 64
-#: Longest table name: ``<table>_codecarbon`` / ``<table>__attempts`` must stay within 64.
-MAX_TABLE_NAME_LENGTH = MAX_IDENTIFIER_LENGTH - len("_codecarbon")
+#: Longest table name on SQLite and MySQL (``<table>_codecarbon`` must stay within 64); on
+#: PostgreSQL one less (63 bytes). Every derived name is checked per provider by
+#: :func:`py_experimenter.config_names.check_names`.
+MAX_TABLE_NAME_LENGTH = max_table_name_length("mysql")
 DEFAULT_KEYFIELD_TYPE = "VARCHAR(255)"
 #: A ``{start, stop, step}`` range may give at most this many values.
 MAX_RANGE_VALUES = 1_000_000
@@ -80,6 +84,8 @@ class TableSpec:
     resultfields: tuple[FieldSpec, ...] = ()
     result_timestamps: bool = False
     logtables: tuple[LogtableSpec, ...] = ()
+    #: The backend whose identifier limits the derived index / constraint names follow.
+    provider: Provider = "sqlite"
 
     @property
     def keyfield_names(self) -> tuple[str, ...]:
@@ -241,8 +247,12 @@ def _database(
     else:
         database = check.string(db["database"], f"{path}.database")
     table = _table(check, db["table"], f"{path}.table", table_name)
-    logtables = _logtables(check, db.get("logtables"), f"{path}.logtables", table.name)
-    table = TableSpec(table.name, table.keyfields, table.resultfields, table.result_timestamps, logtables)
+    logtables = _logtables(check, db.get("logtables"), f"{path}.logtables")
+    table = TableSpec(
+        table.name, table.keyfields, table.resultfields, table.result_timestamps, logtables, provider  # type: ignore[arg-type]
+    )
+    name_path = f"{path}.table.name" + (" (table_name argument)" if table_name is not None else "")
+    check_names(check, table, provider, f"{path}.table", name_path)
     return DatabaseSpec(provider=provider, database=database, table=table)  # type: ignore[arg-type]
 
 
@@ -251,13 +261,7 @@ def _table(check: Checker, raw: Any, path: str, table_name: str | None) -> Table
     required = ("keyfields",) if table_name is not None else ("name", "keyfields")
     check.keys(table, path, _TABLE_KEYS, required=required, hints=_HINTS)
     name_path = f"{path}.name" + (" (table_name argument)" if table_name is not None else "")
-    name = _identifier(
-        check,
-        table["name"] if table_name is None else table_name,
-        name_path,
-        "table name",
-        max_length=MAX_TABLE_NAME_LENGTH,
-    )
+    name = _identifier(check, table["name"] if table_name is None else table_name, name_path, "table name")
     keyfields = _keyfields(check, table["keyfields"], f"{path}.keyfields")
     resultfields = _columns(
         check, table.get("resultfields"), f"{path}.resultfields", "resultfield", RESERVED_COLUMNS
@@ -278,14 +282,6 @@ def _table(check: Checker, raw: Any, path: str, table_name: str | None) -> Table
     if timestamps:
         for field_ in resultfields:
             generated = f"{field_.name}_timestamp"
-            where = f"{path}.resultfields.{field_.name}"
-            if len(generated) > MAX_IDENTIFIER_LENGTH:
-                check.fail(
-                    where,
-                    f"with result_timestamps the column {generated!r} is created, which is longer "
-                    f"than {MAX_IDENTIFIER_LENGTH} characters; shorten the resultfield name",
-                    InvalidIdentifierError,
-                )
             if generated.lower() in seen:
                 check.fail(
                     seen[generated.lower()],
@@ -298,7 +294,11 @@ def _table(check: Checker, raw: Any, path: str, table_name: str | None) -> Table
 def _identifier(
     check: Checker, name: Any, path: str, what: str, reserved: Iterable[str] = (), max_length: int = 64
 ) -> str:
-    """A table, column or logtable name: the identifier rule, not reserved, not too long."""
+    """A table, column or logtable name: the identifier rule, not reserved, not too long.
+
+    The provider's limits on the full names (``<table>__<logtable>``, ...) are checked later by
+    :func:`~py_experimenter.config_names.check_names`.
+    """
     if not isinstance(name, str) or not IDENTIFIER_PATTERN.fullmatch(name):
         shown = (
             repr(name) if isinstance(name, str) else f"{name!r} (YAML read it as {type_word(name)}; quote it)"
@@ -310,10 +310,9 @@ def _identifier(
             InvalidIdentifierError,
         )
     if len(name) > max_length:
-        why = " (so that <table>_codecarbon and <table>__attempts fit in 64)" if what == "table name" else ""
         check.fail(
             path,
-            f"{what} {name!r} is {len(name)} characters long; at most {max_length} fit{why}",
+            f"{what} {name!r} is {len(name)} characters long; at most {max_length} fit",
             InvalidIdentifierError,
         )
     reserved = tuple(reserved)
@@ -416,19 +415,12 @@ def _columns(
     )
 
 
-def _logtables(check: Checker, raw: Any, path: str, table: str) -> tuple[LogtableSpec, ...]:
+def _logtables(check: Checker, raw: Any, path: str) -> tuple[LogtableSpec, ...]:
     logtables = check.mapping(raw, path, "a mapping of logtable name → {column: type}")
     result: list[LogtableSpec] = []
     for name, body in logtables.items():
         where = f"{path}.{name}"
         _identifier(check, name, where, "logtable name", RESERVED_LOGTABLE_NAMES)
-        if len(f"{table}__{name}") > MAX_IDENTIFIER_LENGTH:
-            check.fail(
-                where,
-                f"the logtable is stored as {table}__{name}, longer than {MAX_IDENTIFIER_LENGTH} "
-                "characters; shorten the logtable or table name",
-                InvalidIdentifierError,
-            )
         if any(log.name.lower() == name.lower() for log in result):
             check.fail(where, f"logtable {name!r} is defined twice (names are compared case-insensitively)")
         fields = _columns(check, body, where, "logtable column", RESERVED_LOGTABLE_COLUMNS)

@@ -12,12 +12,22 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-from py_experimenter.config import FieldSpec, TableSpec
+from py_experimenter.config import FieldSpec, LogtableSpec, TableSpec
+from py_experimenter.identifiers import (
+    ATTEMPTS_SUFFIX,
+    CODECARBON_SUFFIX,
+    DerivedNames,
+    attempts_table,
+    codecarbon_table,
+    derive_names,
+    logtable_table,
+    timestamp_column,
+)
 from py_experimenter.sqltypes import parse_sql_type
 
+__all__ = ["ATTEMPTS_SUFFIX", "CODECARBON_SUFFIX", "Schema", "build_schema", "result_columns", "timestamp_column"]
+
 KEYHASH_LENGTH = 32
-ATTEMPTS_SUFFIX = "attempts"
-CODECARBON_SUFFIX = "codecarbon"
 
 #: A DATETIME with microseconds on MySQL (plain DATETIME would drop them).
 DateTime = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
@@ -59,13 +69,12 @@ CODECARBON_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def timestamp_column(resultfield: str) -> str:
-    """Name of the column that records when ``resultfield`` was last written."""
-    return f"{resultfield}_timestamp"
+def _experiment_fk(spec: TableSpec, names: DerivedNames, child: str) -> sa.ForeignKey:
+    return sa.ForeignKey(f"{spec.name}.ID", ondelete="CASCADE", name=names.foreign_keys[child])
 
 
-def _experiment_fk(spec: TableSpec) -> sa.ForeignKey:
-    return sa.ForeignKey(f"{spec.name}.ID", ondelete="CASCADE")
+def _experiment_index(names: DerivedNames, child: str) -> sa.Index:
+    return sa.Index(names.experiment_indexes[child], "experiment_id")
 
 
 def _user_column(spec: FieldSpec) -> sa.Column:
@@ -97,15 +106,21 @@ def result_columns(spec: TableSpec) -> list[str]:
     return names
 
 
-def build_schema(spec: TableSpec) -> Schema:
-    """Build the SQLAlchemy tables for ``spec`` (nothing touches the database)."""
+def build_schema(spec: TableSpec, provider: str | None = None) -> Schema:
+    """Build the SQLAlchemy tables for ``spec`` (nothing touches the database).
+
+    Index and constraint names follow ``provider``'s identifier limits (default: the provider
+    the spec was configured for), see :mod:`py_experimenter.identifiers`.
+    """
     metadata = sa.MetaData()
-    main = _main_table(spec, metadata)
+    names = derive_names(spec.name, (log.name for log in spec.logtables), provider or spec.provider)
+    main = _main_table(spec, metadata, names)
+    attempts_name = attempts_table(spec.name)
     attempts = sa.Table(
-        f"{spec.name}__{ATTEMPTS_SUFFIX}",
+        attempts_name,
         metadata,
         sa.Column("ID", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("experiment_id", sa.Integer, _experiment_fk(spec), nullable=False),
+        sa.Column("experiment_id", sa.Integer, _experiment_fk(spec, names, attempts_name), nullable=False),
         sa.Column("attempt", sa.Integer, nullable=False),
         sa.Column("worker", sa.String(255)),
         sa.Column("machine", sa.String(255)),
@@ -119,31 +134,36 @@ def build_schema(spec: TableSpec) -> Schema:
         sa.Column("duration_seconds", sa.Double),
         sa.Column("image", sa.String(255)),
         sa.Column("limits", sa.Text),
-        sa.UniqueConstraint("experiment_id", "attempt", name=f"uq_{spec.name}_attempt"[:64]),
+        sa.UniqueConstraint("experiment_id", "attempt", name=names.attempt_unique),
     )
-    logtables = {
-        log.name: sa.Table(
-            f"{spec.name}__{log.name}",
-            metadata,
-            sa.Column("ID", sa.Integer, primary_key=True, autoincrement=True),
-            sa.Column("experiment_id", sa.Integer, _experiment_fk(spec), nullable=False, index=True),
-            sa.Column("timestamp", DateTime),
-            *(_user_column(f) for f in log.fields),
-            sa.Column("attempt", sa.Integer),
-        )
-        for log in spec.logtables
-    }
+    logtables = {log.name: _logtable(spec, log, metadata, names) for log in spec.logtables}
+    codecarbon_name = codecarbon_table(spec.name)
     codecarbon = sa.Table(
-        f"{spec.name}_{CODECARBON_SUFFIX}",
+        codecarbon_name,
         metadata,
         sa.Column("ID", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("experiment_id", sa.Integer, _experiment_fk(spec), nullable=False, index=True),
+        sa.Column("experiment_id", sa.Integer, _experiment_fk(spec, names, codecarbon_name), nullable=False),
         *(_user_column(FieldSpec(name, sql_type)) for name, sql_type in CODECARBON_COLUMNS),
+        _experiment_index(names, codecarbon_name),
     )
     return Schema(spec, metadata, main, attempts, logtables, codecarbon)
 
 
-def _main_table(spec: TableSpec, metadata: sa.MetaData) -> sa.Table:
+def _logtable(spec: TableSpec, log: LogtableSpec, metadata: sa.MetaData, names: DerivedNames) -> sa.Table:
+    child = logtable_table(spec.name, log.name)
+    return sa.Table(
+        child,
+        metadata,
+        sa.Column("ID", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("experiment_id", sa.Integer, _experiment_fk(spec, names, child), nullable=False),
+        sa.Column("timestamp", DateTime),
+        *(_user_column(f) for f in log.fields),
+        sa.Column("attempt", sa.Integer),
+        _experiment_index(names, child),
+    )
+
+
+def _main_table(spec: TableSpec, metadata: sa.MetaData, names: DerivedNames) -> sa.Table:
     resultfield_columns: list[sa.Column] = []
     for field in spec.resultfields:
         resultfield_columns.append(_user_column(field))
@@ -171,9 +191,9 @@ def _main_table(spec: TableSpec, metadata: sa.MetaData) -> sa.Table:
         sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
         sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("keyhash", sa.CHAR(KEYHASH_LENGTH), nullable=False),
-        sa.UniqueConstraint("keyhash", name=f"uq_{name}_keyhash"[:64]),
+        sa.UniqueConstraint("keyhash", name=names.keyhash_unique),
         # The claim is a short range scan on this index: ORDER BY priority, ID matches it exactly.
-        sa.Index(f"ix_{name}_claim"[:64], "status", "priority", "ID"),
+        sa.Index(names.claim_index, "status", "priority", "ID"),
         # Finding expired leases: status='running' AND lease_until < now.
-        sa.Index(f"ix_{name}_lease"[:64], "status", "lease_until"),
+        sa.Index(names.lease_index, "status", "lease_until"),
     )
