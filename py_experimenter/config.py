@@ -25,6 +25,9 @@ from py_experimenter.sqltypes import parse_sql_type
 
 IDENTIFIER_RULE = "^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 IDENTIFIER_PATTERN = re.compile(IDENTIFIER_RULE)
+#: The characters of the rule; a name that has them but is too long gets a message about its
+#: length against the provider's limit (:mod:`py_experimenter.config_names`).
+_IDENTIFIER_CHARACTERS = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 Provider = Literal["sqlite", "mysql", "postgresql"]
 PROVIDERS: tuple[str, ...] = ("sqlite", "mysql", "postgresql")
@@ -291,15 +294,14 @@ def _table(check: Checker, raw: Any, path: str, table_name: str | None) -> Table
     return TableSpec(name, keyfields, resultfields, timestamps)
 
 
-def _identifier(
-    check: Checker, name: Any, path: str, what: str, reserved: Iterable[str] = (), max_length: int = 64
-) -> str:
-    """A table, column or logtable name: the identifier rule, not reserved, not too long.
+def _identifier(check: Checker, name: Any, path: str, what: str, reserved: Iterable[str] = ()) -> str:
+    """A table, column or logtable name: the identifier rule's characters, not reserved.
 
-    The provider's limits on the full names (``<table>__<logtable>``, ...) are checked later by
+    Lengths (of the name and of the names derived from it, ``<table>__<logtable>``, ...) are
+    checked against the provider's limit afterwards by
     :func:`~py_experimenter.config_names.check_names`.
     """
-    if not isinstance(name, str) or not IDENTIFIER_PATTERN.fullmatch(name):
+    if not isinstance(name, str) or not _IDENTIFIER_CHARACTERS.fullmatch(name):
         shown = (
             repr(name) if isinstance(name, str) else f"{name!r} (YAML read it as {type_word(name)}; quote it)"
         )
@@ -307,12 +309,6 @@ def _identifier(
             path,
             f"invalid {what} {shown}: names must match {IDENTIFIER_RULE} (a letter or "
             "underscore, then at most 63 letters, digits or underscores)",
-            InvalidIdentifierError,
-        )
-    if len(name) > max_length:
-        check.fail(
-            path,
-            f"{what} {name!r} is {len(name)} characters long; at most {max_length} fit",
             InvalidIdentifierError,
         )
     reserved = tuple(reserved)

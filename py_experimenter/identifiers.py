@@ -86,32 +86,16 @@ def fit_name(name: str, limit: int | None) -> str:
     return f"{name[: limit - 8]}_{digest}"
 
 
-def _postgres_default_name(name1: str, name2: str, label: str, limit: int) -> str:
-    """The name PostgreSQL picks for ``name1``/``name2``/``label`` (``t_col_fkey``): when too
-    long, characters are taken from the longer of the two names first."""
-    available = limit - len(label) - 2
-    keep1, keep2 = len(name1), len(name2)
-    while keep1 + keep2 > available:
-        if keep1 > keep2:
-            keep1 -= 1
-        else:
-            keep2 -= 1
-    return f"{name1[:keep1]}_{name2[:keep2]}_{label}"
-
-
 def foreign_key_name(child_table: str, provider: str) -> str | None:
-    """Name of the ``experiment_id`` foreign key of ``child_table``.
+    """Name of the ``experiment_id`` foreign key of ``child_table``, or None: the server names it.
 
-    MySQL / MariaDB: ``<child>_ibfk_1``, the name the server would generate, when it fits, else
-    shortened by :func:`fit_name` (the server would refuse the generated one). PostgreSQL: the
-    name the server would choose (``<child>_experiment_id_fkey``, cut the way PostgreSQL cuts
-    it). SQLite: None (its constraints need no names).
+    MySQL / MariaDB: ``<child>_ibfk_1``, the name the server generates, when it fits, else
+    shortened by :func:`fit_name` (the server refuses a generated name over 64 characters, and
+    needs foreign key names unique per database). PostgreSQL picks a fitting, unique name of its
+    own (``<child>_experiment_id_fkey``, cut and numbered as needed) and SQLite needs none: None.
     """
-    limit = CONSTRAINT_NAME_LIMITS[provider]
     if provider == "mysql":
-        return fit_name(f"{child_table}_ibfk_1", limit)
-    if provider == "postgresql" and limit is not None:
-        return _postgres_default_name(child_table, "experiment_id", "fkey", limit)
+        return fit_name(f"{child_table}_ibfk_1", CONSTRAINT_NAME_LIMITS[provider])
     return None
 
 
