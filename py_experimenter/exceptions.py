@@ -83,6 +83,24 @@ class FillError(PyExperimenterError, ValueError):
     """Rows given to a fill method do not match the table's keyfields."""
 
 
+class InvalidValueError(PyExperimenterError, ValueError):
+    """A value that its column cannot hold (or a value of the wrong shape, such as a list
+    where a dict of values is expected); nothing of the call was written.
+
+    The message names where (row index and keyfields, or the call), the field, the column
+    type, the value (shortened) and the rule; the parts are also attributes.
+    """
+
+    def __init__(self, message: str, *, where: str = "", field: str | None = None,
+                 column_type: str | None = None, value: str | None = None, rule: str = ""):
+        super().__init__(message)
+        self.where = where
+        self.field = field
+        self.column_type = column_type
+        self.value = value
+        self.rule = rule
+
+
 class NoExperimentsLeftException(PyExperimenterError):
     """Kept for PyExperimenter 1.4.2 imports; ``execute`` simply returns when the table is drained."""
 

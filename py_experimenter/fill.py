@@ -2,11 +2,13 @@
 
 Each row carries the hash of its keyfield values under a UNIQUE index; inserts skip rows
 whose hash exists, so a repeated or concurrent fill never creates a duplicate experiment.
+
+Every row is checked before the first insert (the checked rows are kept in memory as
+tuples): a fill with one bad row raises and leaves the table unchanged.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -16,8 +18,10 @@ from py_experimenter.db.database import Database
 from py_experimenter.db.engine import DriverStatement
 from py_experimenter.db.retry import retry_transient
 from py_experimenter.db.schema import DateTime
+from py_experimenter.exceptions import FillError
 from py_experimenter.grid import RowCanonicalizer
 from py_experimenter.status import ExperimentStatus
+from py_experimenter.values import shorten
 
 BATCH_SIZE = 5000
 CREATED = ExperimentStatus.CREATED.value
@@ -30,7 +34,8 @@ def fill_rows(db: Database, rows: Iterable[Mapping[str, Any]], *, batch_size: in
     added at the same moment may be counted by both).
     """
     main = db.schema.main
-    canonicalizer = RowCanonicalizer(db.schema.spec.keyfields)
+    canonicalizer = RowCanonicalizer(db.schema.spec.keyfields, db.backend)
+    checked = _checked_rows(canonicalizer, rows)
     # Plain bound parameters only: PyMySQL then sends a batch as one multi-row INSERT.
     columns = [*canonicalizer.names, "keyhash", "status", "creation_date"]
     insert = DriverStatement(db.dialect.insert_skipping_duplicates(main), executemany_keys=columns)
@@ -40,10 +45,8 @@ def fill_rows(db: Database, rows: Iterable[Mapping[str, Any]], *, batch_size: in
         with conn.begin():
             table_has_rows = conn.execute(sa.select(main.c.ID).limit(1)).first() is not None
             now = conn.scalar(sa.select(sa.type_coerce(db.dialect.now(), DateTime)))  # the database clock, read once
-        for batch in _batches(canonicalizer.prepare(rows), batch_size):
-            for row in batch:
-                row["status"] = CREATED
-                row["creation_date"] = now
+        for chunk in _batches(checked, batch_size):
+            batch = [dict(zip(columns, (*values, CREATED, now), strict=True)) for values in chunk]
             tries = 0
 
             def insert_batch(batch: list[dict[str, Any]] = batch) -> int:
@@ -63,6 +66,18 @@ def fill_rows(db: Database, rows: Iterable[Mapping[str, Any]], *, batch_size: in
     return added
 
 
-def _batches(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    while batch := list(itertools.islice(rows, size)):
-        yield batch
+def _checked_rows(canonicalizer: RowCanonicalizer, rows: Any) -> list[tuple[Any, ...]]:
+    """Every row checked and hashed (keyfield values in keyfield order, then the keyhash)."""
+    if isinstance(rows, (Mapping, str | bytes)) or not isinstance(rows, Iterable):
+        hint = "; wrap a single row in a list: [row]" if isinstance(rows, Mapping) else ""
+        raise FillError(
+            f"rows must be a list (or other iterable) of dicts of keyfield values, got a "
+            f"{type(rows).__name__} ({shorten(rows)}){hint}"
+        )
+    names = canonicalizer.names
+    return [tuple(row[name] for name in (*names, "keyhash")) for row in canonicalizer.prepare(rows)]
+
+
+def _batches(rows: list[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
+    for start in range(0, len(rows), size):
+        yield rows[start:start + size]

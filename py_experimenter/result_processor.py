@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from py_experimenter.exceptions import InvalidLogFieldError, InvalidResultFieldError
-from py_experimenter.grid import plain_value
+from py_experimenter.exceptions import InvalidLogFieldError, InvalidResultFieldError, InvalidValueError
 from py_experimenter.queue import Experiment, ExperimentQueue
+from py_experimenter.values import ColumnChecker, Refused, checker_for, invalid_value, shorten
 
 logger = logging.getLogger("py-experimenter")
-
-
-def storable(value: Any) -> Any:
-    """A value the database driver accepts: numpy → Python, arrays / lists / dicts → JSON text."""
-    value = plain_value(value)
-    tolist = getattr(value, "tolist", None)
-    if tolist is not None and type(value).__module__ == "numpy":
-        value = tolist()
-    if isinstance(value, list | tuple | dict):
-        return json.dumps(value, default=lambda v: plain_value(v) if plain_value(v) is not v else str(v))
-    return value
 
 
 class ResultProcessor:
@@ -35,9 +23,12 @@ class ResultProcessor:
     def __init__(self, queue: ExperimentQueue, experiment: Experiment):
         self._queue = queue
         self._experiment = experiment
-        spec = queue.db.schema.spec
+        spec, backend = queue.db.schema.spec, queue.db.backend
         self._resultfields = spec.resultfield_names
+        self._result_checkers = {f.name: checker_for(f.sql_type, backend) for f in spec.resultfields}
         self._logtables = {log.name: tuple(f.name for f in log.fields) for log in spec.logtables}
+        self._log_checkers = {log.name: {f.name: checker_for(f.sql_type, backend) for f in log.fields}
+                              for log in spec.logtables}
 
     @property
     def experiment_id(self) -> int:
@@ -52,41 +43,85 @@ class ResultProcessor:
     def process_results(self, results: Mapping[str, Any]) -> None:
         """Write resultfield values; may be called many times (later values overwrite).
 
+        Every value is checked against its column first (see :mod:`py_experimenter.values`);
+        one refused value means nothing of the call is written.
+
         :raises InvalidResultFieldError: a key is not a resultfield (the message lists them).
+        :raises InvalidValueError: ``results`` is not a dict, or a value its column cannot hold.
         """
+        if not isinstance(results, Mapping):
+            raise InvalidValueError(
+                f"process_results expects a dict {{resultfield: value}}, got a {type(results).__name__} "
+                f"({shorten(results)}); nothing was written", where="process_results",
+            )
         unknown = [k for k in results if k not in self._resultfields]
         if unknown:
             raise InvalidResultFieldError(
                 f"{unknown} are not resultfields of this table; the resultfields are "
                 f"{list(self._resultfields)} (add new ones to `resultfields` in the experiment file)"
             )
-        self._queue.write_results(self._experiment, {k: storable(v) for k, v in results.items()})
+        where = f"process_results (experiment {self.experiment_id})"
+        values = {name: _checked(self._result_checkers[name], value, where, "resultfield", name)
+                  for name, value in results.items()}
+        self._queue.write_results(self._experiment, values)
 
     def process_logs(self, logs: Mapping[str, Mapping[str, Any] | list[Mapping[str, Any]]]) -> None:
         """Append rows to logtables: ``{logtable: {column: value}}`` (or a list of such rows).
 
         The input is not modified. Each row gets the experiment ID, the attempt and the
-        database time. All rows of one call are written together or not at all.
+        database time. Every value is checked first; all rows of one call are written
+        together or not at all.
 
         :raises InvalidLogFieldError: an unknown logtable or column (the message lists the valid ones).
+        :raises InvalidValueError: ``logs`` or a row is not a dict, or a value its column cannot hold.
         """
+        if not isinstance(logs, Mapping):
+            raise InvalidValueError(
+                f"process_logs expects a dict {{logtable: {{column: value}} or [rows]}}, got a "
+                f"{type(logs).__name__} ({shorten(logs)}); nothing was written", where="process_logs",
+            )
         prepared: dict[str, list[dict[str, Any]]] = {}
         for logtable, entries in logs.items():
             if logtable not in self._logtables:
                 raise InvalidLogFieldError(
                     f"{logtable!r} is not a logtable of this table; the logtables are {list(self._logtables)}"
                 )
-            rows = [entries] if isinstance(entries, Mapping) else list(entries)
-            columns = self._logtables[logtable]
+            columns, checkers = self._logtables[logtable], self._log_checkers[logtable]
             grouped: list[dict[str, Any]] = []
-            for row in rows:
+            for index, row in enumerate(_log_rows(logtable, entries)):
+                if not isinstance(row, Mapping):
+                    raise InvalidValueError(
+                        f"process_logs: logtable {logtable!r} row {index} is a {type(row).__name__} "
+                        f"({shorten(row)}), not a dict {{column: value}}; nothing was written",
+                        where=f"process_logs logtable {logtable!r} row {index}",
+                    )
                 unknown = [c for c in row if c not in columns]
                 if unknown:
                     raise InvalidLogFieldError(
                         f"{unknown} are not columns of logtable {logtable!r}; its columns are {list(columns)}"
                     )
-                grouped.append({c: storable(row.get(c)) for c in columns})
+                where = f"process_logs (experiment {self.experiment_id}) logtable {logtable!r} row {index}"
+                grouped.append({c: _checked(checkers[c], row.get(c), where, "column", c) for c in columns})
             if grouped:
                 prepared[logtable] = grouped
         if prepared:
             self._queue.write_logs(self._experiment, prepared)
+
+
+def _log_rows(logtable: str, entries: Any) -> list[Any]:
+    if isinstance(entries, Mapping):
+        return [entries]
+    if isinstance(entries, str | bytes) or not isinstance(entries, Iterable):
+        raise InvalidValueError(
+            f"process_logs: logtable {logtable!r} takes a dict {{column: value}} or a list of them, got a "
+            f"{type(entries).__name__} ({shorten(entries)}); nothing was written",
+            where=f"process_logs logtable {logtable!r}",
+        )
+    return list(entries)
+
+
+def _checked(check: ColumnChecker, value: Any, where: str, what: str, name: str) -> Any:
+    try:
+        return check(value)
+    except Refused as refused:
+        raise invalid_value(where, what, name, check.sql_type, value, refused.rule) from None

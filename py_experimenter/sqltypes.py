@@ -115,6 +115,30 @@ _SYNTAX = re.compile(
 )
 
 
+_ALIAS_PARTS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "str": ("VARCHAR", (255,)),
+    "int": ("INT", ()),
+    "float": ("DOUBLE", ()),
+    "bool": ("BOOL", ()),
+}
+
+
+def sql_type_parts(text: str) -> tuple[str, tuple[int, ...]]:
+    """The canonical type name and its integer arguments: ``'varchar( 20 )'`` → ``('VARCHAR', (20,))``.
+
+    Python-ish aliases map onto what they mean (``str`` → ``('VARCHAR', (255,))``). Call it
+    on a type that :func:`parse_sql_type` accepts; anything else raises ``ValueError``.
+    """
+    parse_sql_type(text)  # the one place that decides what is valid
+    normalized = " ".join(text.split())
+    if normalized.lower() == "str" or normalized in _ALIAS_PARTS:
+        return _ALIAS_PARTS[normalized.lower() if normalized.lower() == "str" else normalized]
+    match = _SYNTAX.match(normalized)
+    assert match is not None  # parse_sql_type accepted it
+    args = tuple(int(a) for a in match.group("args").replace(" ", "").split(",")) if match["args"] else ()
+    return match.group("name").upper(), args
+
+
 def parse_sql_type(text: str) -> sa.TypeEngine:
     """Return the portable SQLAlchemy type for a 1.4.2-style column type string.
 

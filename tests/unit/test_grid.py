@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from py_experimenter.config import KeyfieldSpec
-from py_experimenter.exceptions import FillError
-from py_experimenter.grid import RowCanonicalizer, combine, grid_rows
-from py_experimenter.result_processor import storable
+from py_experimenter.exceptions import FillError, InvalidValueError
+from py_experimenter.grid import RowCanonicalizer, combine, grid_rows, keyhash
 
 KEYFIELDS = (
     KeyfieldSpec("dataset", "VARCHAR(255)", ("iris", "wine")),
@@ -55,12 +54,54 @@ def test_prepare_drops_duplicates_within_one_fill():
 @pytest.mark.parametrize(("row", "message"), [
     ({"dataset": "a", "seed": 1}, r"missing \['rate'\]"),
     ({"dataset": "a", "seed": 1, "rate": 1, "extra": 2}, r"unknown \['extra'\]"),
-    ({"dataset": "a", "seed": 1.5, "rate": 1}, "'seed': value 1.5 does not fit"),
-    ({"dataset": "a", "seed": "one", "rate": 1}, "'seed': value 'one' does not fit"),
+    ([("dataset", "a")], r"row is a list .* not a dict"),
+    (None, r"row is a NoneType .* not a dict"),
 ])
 def test_bad_rows_are_clear_errors(row, message):
     with pytest.raises(FillError, match=message):
         RowCanonicalizer(KEYFIELDS).normalize(row)
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ({"dataset": "a", "seed": 1.5, "rate": 1}, r"row 4 .*keyfield 'seed' \(INT\): value 1.5 refused: not a whole"),
+    ({"dataset": "a", "seed": "one", "rate": 1}, r"keyfield 'seed' \(INT\): value 'one' refused: text that"),
+    ({"dataset": "a" * 300, "seed": 1, "rate": 1}, r"'dataset' \(VARCHAR\(255\)\): value 'aaa.*….*longer than 255"),
+    ({"dataset": "a", "seed": 1, "rate": object()}, r"'rate' \(DOUBLE\): value <object .* is not a number"),
+])
+def test_bad_values_name_row_field_type_and_rule(row, message):
+    with pytest.raises(InvalidValueError, match=message):
+        RowCanonicalizer(KEYFIELDS).normalize(row, 4)
+
+
+def test_keyhash_ignores_keyfield_and_key_order():
+    reordered = (KEYFIELDS[2], KEYFIELDS[0], KEYFIELDS[1])
+    row = {"seed": 2, "rate": 0.5, "dataset": "iris"}
+    assert keyhash(KEYFIELDS, row) == keyhash(reordered, row) == keyhash(reordered, dict(reversed(row.items())))
+
+
+def test_keyhash_is_documented_formula():
+    import hashlib
+    expected = hashlib.sha256(b'[["dataset","iris"],["rate",0.5],["seed",2]]').hexdigest()[:32]
+    assert keyhash(KEYFIELDS, {"seed": 2.0, "rate": "0.5", "dataset": "iris"}) == expected
+
+
+def test_keyhash_depends_on_the_column_type():
+    as_int = (KeyfieldSpec("seed", "INT"),)
+    as_text = (KeyfieldSpec("seed", "VARCHAR(10)"),)
+    assert keyhash(as_int, {"seed": 5}) == keyhash(as_int, {"seed": np.int64(5)}) == keyhash(as_int, {"seed": 5.0})
+    assert keyhash(as_text, {"seed": "5"}) == keyhash(as_text, {"seed": 5})
+    assert keyhash(as_int, {"seed": 5}) != keyhash(as_text, {"seed": "5"})
+
+
+def test_combine_refuses_wrong_shapes():
+    with pytest.raises(FillError, match=r"parameters\['seed'\] must be a list of values, got a int \(5\)"):
+        combine(["seed"], {"seed": 5})
+    with pytest.raises(FillError, match=r"parameters\['seed'\] must be a list"):
+        combine(["seed"], {"seed": "abc"})
+    with pytest.raises(FillError, match="parameters must be a dict"):
+        combine(["seed"], [1, 2])  # type: ignore[arg-type]
+    with pytest.raises(FillError, match=r"fixed_parameter_combinations\[1\] must be a dict"):
+        combine(["seed"], None, [{"seed": 1}, 2])  # type: ignore[list-item]
 
 
 def test_combine_like_1_4_2():
@@ -72,11 +113,3 @@ def test_combine_like_1_4_2():
         combine(["a", "b"], {"a": [1]}, [{"a": 2, "b": 1}])
     with pytest.raises(FillError, match="no parameter combination"):
         combine(["a"], None, None)
-
-
-def test_storable_values():
-    assert storable(np.float64(0.25)) == 0.25 and type(storable(np.float64(0.25))) is float
-    assert type(storable(np.int32(3))) is int
-    assert storable(np.array([1, 2])) == "[1, 2]"
-    assert storable({"k": np.int64(1)}) == '{"k": 1}'
-    assert storable("text") == "text"
