@@ -13,12 +13,10 @@ import pandas as pd
 import sqlalchemy as sa
 
 from py_experimenter.admin import ExperimentAdmin
-from py_experimenter.arguments import check_execute_arguments, check_optional_str
 from py_experimenter.config import ExperimentConfig, load_experiment_config
 from py_experimenter.config_execution import override_execution
 from py_experimenter.credentials import CREDENTIALS_ENV, resolve_database_url
 from py_experimenter.db.database import Database
-from py_experimenter.db.migration import MigrationReport, migrate
 from py_experimenter.db.schema import build_schema
 from py_experimenter.emissions import EmissionsRecorder, codecarbon_available
 from py_experimenter.exceptions import ConfigError, ExperimentNotRunnableError
@@ -101,22 +99,6 @@ class PyExperimenter:
             self.db.ensure_database()
         self.db.create_tables()
         self._tables_ready = True
-
-    def migrate_table(self, dry_run: bool = False) -> MigrationReport:
-        """Bring an existing table (PyExperimenter 1.4.2's, or one of an older configuration)
-        to the configured schema in place, and return what changed (``print`` it).
-
-        Adds our bookkeeping columns (with values for existing rows), new resultfields and
-        logtables, the attempts table and the indexes; keeps every ID, status, result and log
-        row. ``dry_run`` only reports. See docs/migrating.md.
-
-        :raises MigrationError: a difference cannot be migrated safely (a keyfield added,
-            removed, renamed or retyped, a column dropped from the configuration, duplicate
-            experiments); every one is listed and nothing is changed.
-        """
-        report = migrate(self.db, dry_run=dry_run)
-        self._tables_ready = False
-        return report
 
     def _ensure_tables(self) -> None:
         if not self._tables_ready:
@@ -203,12 +185,9 @@ class PyExperimenter:
         the experiment file). ``max_experiments`` counts across all of them; fewer remaining
         is not an error. Returns how many experiments this call ran.
 
-        :raises ArgumentError: an argument of the wrong type or value (``n_jobs`` and
-            ``max_experiments`` positive integers, ``-1`` for all; the function callable).
         :raises ConfigError: no function and no usable adapter, or the adapter's engine /
             image / command is not usable (checked before any experiment is claimed).
         """
-        check_execute_arguments(experiment_function, random_order, n_jobs, max_experiments)
         runner = None if experiment_function is not None and adapter is None else self._adapter(adapter)
         execution = self.config.execution
         if runner is None and execution.isolation == "inline" and (execution.timeout or execution.memory):
@@ -296,12 +275,10 @@ class PyExperimenter:
         IDs and logtable rows stay; every earlier try remains in ``<table>__attempts``.
         Returns how many experiments were reset.
 
-        :param where: optional condition over the table's columns, ANDed with the states
-            (e.g. ``"dataset = 'iris'"``); checked and rebuilt, see :mod:`py_experimenter.where`.
-        :raises ConfigError: an unknown state.
-        :raises WhereError: ``where`` is not one allowed condition over the table's columns.
+        :param where: optional SQL condition over the table's columns, ANDed with the states
+            (e.g. ``"dataset = 'iris'"``); used as written, so pass only trusted text.
+        :raises ConfigError: an unknown state, or ``where`` is not a valid condition.
         """
-        check_optional_str("where", where, "\"dataset = 'iris'\"")
         if not states:
             self.logger.warning("reset_experiments() called without states; nothing was reset")
             return 0
@@ -356,12 +333,10 @@ class PyExperimenter:
         (``cancelled`` counts them). Finished experiments are left alone.
 
         :param experiment_ids: one ID or several; ANDed with ``where`` when both are given.
-        :param where: condition over the table's columns (e.g. ``"dataset = 'iris'"``);
-            checked and rebuilt, see :mod:`py_experimenter.where`.
-        :raises ConfigError: neither given, or an ID is not an integer.
-        :raises WhereError: ``where`` is not one allowed condition over the table's columns.
+        :param where: SQL condition over the table's columns (e.g. ``"dataset = 'iris'"``);
+            used as written, so pass only trusted text.
+        :raises ConfigError: neither given, or ``where`` is not a valid condition.
         """
-        check_optional_str("where", where, "\"dataset = 'iris'\"")
         ids = [experiment_ids] if isinstance(experiment_ids, int) else experiment_ids
         self._ensure_tables()
         return self._admin().request_cancel(ids, where=where)
