@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from py_experimenter.config_execution import Checker, read_yaml, type_word
+from py_experimenter.config_interpolation import resolve_interpolations
 from py_experimenter.config_names import check_names
 from py_experimenter.exceptions import InvalidIdentifierError
 from py_experimenter.identifiers import max_table_name_length
@@ -185,16 +186,22 @@ def load_experiment_config(
 
 
 def parse_experiment_config(
-    data: Any, source: str, *, table_name: str | None = None, database_name: str | None = None
+    data: Any,
+    source: str = "<experiment configuration>",
+    *,
+    table_name: str | None = None,
+    database_name: str | None = None,
 ) -> ExperimentConfig:
     """Validate already-parsed ``data`` as :func:`load_experiment_config` does.
 
-    ``data`` holds plain Python objects as ``yaml.safe_load`` returns them (for an OmegaConf /
-    Hydra config pass ``OmegaConf.to_container(cfg, resolve=True)``); ``source`` names it in
-    error messages.
+    ``data`` holds plain Python objects as ``yaml.safe_load`` returns them, or is an OmegaConf
+    ``DictConfig`` (a Hydra config whose root has the ``PY_EXPERIMENTER`` key). ``${...}``
+    interpolations are resolved first (:mod:`py_experimenter.config_interpolation`);
+    ``source`` names the data in error messages.
     """
     from py_experimenter.config_execution import parse_execution  # it imports ExecutionSpec from here
 
+    data = resolve_interpolations(data, source)
     check = Checker(source)
     if data is None:
         check.fail("", "the experiment file is empty; it needs a PY_EXPERIMENTER section with a Database")
