@@ -3,6 +3,11 @@
 The file format is PyExperimenter 1.4.2's (``PY_EXPERIMENTER`` root, ``Database``,
 ``Custom`` / ``CUSTOM``, ``CodeCarbon`` / ``CODECARBON``) plus our optional ``Execution``
 section. Every error names the file, the key path and the valid keys or the rule.
+
+Module layout: :mod:`.config_checker` (YAML reading, the generic checks) is used by this module
+and by :mod:`.config_execution` (the ``Execution`` section, :class:`ExecutionSpec`);
+:mod:`.config_names` checks names against the provider, :mod:`.config_interpolation` resolves
+``${...}``. Every public name stays importable from here.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, Literal
 
-from py_experimenter.config_execution import Checker, read_yaml, type_word
+from py_experimenter.config_checker import Checker, read_yaml, type_word
+from py_experimenter.config_execution import ExecutionSpec, parse_execution
 from py_experimenter.config_interpolation import resolve_interpolations
 from py_experimenter.config_names import check_names
 from py_experimenter.exceptions import InvalidIdentifierError
@@ -110,43 +116,6 @@ class DatabaseSpec:
 
 
 @dataclass(frozen=True)
-class ExecutionSpec:
-    """``PY_EXPERIMENTER.Execution`` (ours; every key optional)."""
-
-    adapter: Literal["function", "docker", "command"] = "function"
-    lease_seconds: float = 120.0
-    heartbeat_seconds: float = 30.0
-    max_attempts: int = 3
-    #: After SIGTERM / SIGINT, how long the running experiment may still finish before it is
-    #: handed back (attempt ``interrupted``, row ``created``). A second signal hands back at once.
-    grace_seconds: float = 30.0
-    #: How long executors keep retrying (with bounded backoff) while the database server is
-    #: unreachable before they give up and exit non-zero.
-    database_outage_seconds: float = 300.0
-    isolation: Literal["inline", "process"] = "inline"
-    timeout: float | None = None
-    memory: str | None = None
-    cpus: float | None = None
-    gpus: int = 0
-    image: str | None = None
-    command: tuple[str, ...] | None = None
-    #: Environment variables for the container / command; values may use the same
-    #: ``{placeholders}`` as ``command``.
-    env: Mapping[str, str] | None = None
-    #: Docker network mode for containers; ``none`` (no network) unless a study needs one.
-    network: str = "none"
-    datasets: str | None = None
-    results_dir: str | None = None
-
-    @property
-    def memory_bytes(self) -> int | None:
-        """``memory`` in bytes (``"2g"`` → 2147483648), or None when unlimited."""
-        from py_experimenter.config_execution import parse_memory
-
-        return None if self.memory is None else parse_memory(self.memory)
-
-
-@dataclass(frozen=True)
 class ExperimentConfig:
     """A whole experiment file, validated."""
 
@@ -167,6 +136,13 @@ _DATABASE_KEYS = ("provider", "database", "table", "logtables", "use_ssh")
 _TABLE_KEYS = ("name", "keyfields", "resultfields", "result_timestamps")
 _HINTS = {"logtables": "logtables belongs under PY_EXPERIMENTER.Database, next to 'table'; "}
 _VALUE_TYPES = (str, int, float, bool, date)
+
+__all__ = [
+    "DEFAULT_KEYFIELD_TYPE", "IDENTIFIER_PATTERN", "IDENTIFIER_RULE", "MAX_IDENTIFIER_LENGTH", "MAX_RANGE_VALUES",
+    "MAX_TABLE_NAME_LENGTH", "PROVIDERS", "RESERVED_COLUMNS", "RESERVED_LOGTABLE_COLUMNS", "RESERVED_LOGTABLE_NAMES",
+    "DatabaseSpec", "ExecutionSpec", "ExperimentConfig", "FieldSpec", "KeyfieldSpec", "LogtableSpec", "Provider",
+    "TableSpec", "load_experiment_config", "parse_experiment_config",
+]
 
 
 def load_experiment_config(
@@ -199,8 +175,6 @@ def parse_experiment_config(
     interpolations are resolved first (:mod:`py_experimenter.config_interpolation`);
     ``source`` names the data in error messages.
     """
-    from py_experimenter.config_execution import parse_execution  # it imports ExecutionSpec from here
-
     data = resolve_interpolations(data, source)
     check = Checker(source)
     if data is None:

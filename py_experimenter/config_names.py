@@ -25,7 +25,7 @@ from py_experimenter.identifiers import (
 
 if TYPE_CHECKING:
     from py_experimenter.config import TableSpec
-    from py_experimenter.config_execution import Checker
+    from py_experimenter.config_checker import Checker
 
 
 def _limit_text(provider: str) -> str:
