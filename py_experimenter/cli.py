@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--id", dest="ids", action="append", type=int, metavar="N",
                         help="the experiment with this ID (repeatable)")
     cancel.add_argument("--where", metavar="CONDITION", help=WHERE_HELP)
+
+    migrate = sub.add_parser("migrate", help="bring an existing table (PyExperimenter 1.4.2's, or of an older "
+                                             "config) to the configured schema in place, keeping every row")
+    common(migrate)
+    migrate.add_argument("--dry-run", action="store_true", help="only list the changes; change nothing")
     return parser
 
 
@@ -245,7 +250,14 @@ def _where_errors(where: str | None) -> Iterator[None]:
         raise ConfigError(f"invalid --where condition: {first_line(cause.orig)}") from None
 
 
-COMMANDS = {"fill": cmd_fill, "run": cmd_run, "status": cmd_status, "reset": cmd_reset, "cancel": cmd_cancel}
+def cmd_migrate(args: argparse.Namespace) -> int:
+    report = _experimenter(args).migrate_table(dry_run=args.dry_run)
+    print(report)
+    return 0
+
+
+COMMANDS = {"fill": cmd_fill, "run": cmd_run, "status": cmd_status, "reset": cmd_reset, "cancel": cmd_cancel,
+            "migrate": cmd_migrate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -53,6 +53,15 @@ class TableError(DatabaseError):
     """The table is missing, or exists with columns that differ from the configuration."""
 
 
+class MigrationError(TableError):
+    """``migrate`` cannot bring an existing table to the configured schema in place.
+
+    The message lists every difference (keyfield added / removed / renamed / retyped, a
+    column dropped from the configuration, duplicate experiments with their IDs); nothing
+    was changed.
+    """
+
+
 class InvalidResultFieldError(DatabaseError, KeyError):
     """``process_results`` got a field that is not a resultfield of the table."""
 

@@ -17,6 +17,7 @@ from py_experimenter.config import ExperimentConfig, load_experiment_config
 from py_experimenter.config_execution import override_execution
 from py_experimenter.credentials import CREDENTIALS_ENV, resolve_database_url
 from py_experimenter.db.database import Database
+from py_experimenter.db.migration import MigrationReport, migrate
 from py_experimenter.db.schema import build_schema
 from py_experimenter.emissions import EmissionsRecorder, codecarbon_available
 from py_experimenter.exceptions import ConfigError, ExperimentNotRunnableError
@@ -99,6 +100,22 @@ class PyExperimenter:
             self.db.ensure_database()
         self.db.create_tables()
         self._tables_ready = True
+
+    def migrate_table(self, dry_run: bool = False) -> MigrationReport:
+        """Bring an existing table (PyExperimenter 1.4.2's, or one of an older configuration)
+        to the configured schema in place, and return what changed (``print`` it).
+
+        Adds our bookkeeping columns (with values for existing rows), new resultfields and
+        logtables, the attempts table and the indexes; keeps every ID, status, result and log
+        row. ``dry_run`` only reports. See docs/migrating.md.
+
+        :raises MigrationError: a difference cannot be migrated safely (a keyfield added,
+            removed, renamed or retyped, a column dropped from the configuration, duplicate
+            experiments); every one is listed and nothing is changed.
+        """
+        report = migrate(self.db, dry_run=dry_run)
+        self._tables_ready = False
+        return report
 
     def _ensure_tables(self) -> None:
         if not self._tables_ready:
