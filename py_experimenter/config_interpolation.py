@@ -153,7 +153,7 @@ def _why(exc: BaseException) -> str:
     reason = _first_line(exc)
     escape = "to keep a literal ${...} (e.g. a shell variable) write \\${...}"
     if isinstance(exc, errors.InterpolationKeyError):
-        return f"{reason}; check the spelling of the key it refers to: {_REFERENCE_RULE}"
+        return f"{reason}; check the spelling of the key it refers to: {_REFERENCE_RULE}; {escape}"
     if isinstance(exc, errors.UnsupportedInterpolationType):
         return f"{reason}: no such resolver; the built-in ones are {_BUILTIN_RESOLVERS}; {escape}"
     if isinstance(exc, errors.InterpolationToMissingValueError):

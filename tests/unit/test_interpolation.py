@@ -108,7 +108,9 @@ def test_files_without_interpolation_are_not_given_to_omegaconf(tmp_path) -> Non
     ("snippet", "key_path", "fragments"),
     [
         ("database: ${PY_EXPERIMENTER.Custom.nope}", "PY_EXPERIMENTER.Database.database",
-         ["'${PY_EXPERIMENTER.Custom.nope}'", "not found", "absolute from the top"]),
+         ["'${PY_EXPERIMENTER.Custom.nope}'", "not found", "absolute from the top", "\\${"]),
+        ("database: sh -c 'echo ${HOME}'", "PY_EXPERIMENTER.Database.database",
+         ["Interpolation key 'HOME' not found", "a shell variable", "\\${...}"]),
         ("database: ${PY_EXPERIMENTER.Database.database}", "PY_EXPERIMENTER.Database.database",
          ["Recursive interpolation", "cycle"]),
         ("database: ${shout:db}", "PY_EXPERIMENTER.Database.database",
