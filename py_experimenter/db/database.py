@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -12,7 +13,6 @@ from sqlalchemy.engine import URL, Connection, Engine
 
 from py_experimenter.db.dialects import Dialect, dialect_for
 from py_experimenter.db.engine import backend_name, create_engine, describe
-from py_experimenter.db.inspection import CREATE_TABLE, TableComparison, compare_tables
 from py_experimenter.db.retry import first_line, retry_outage
 from py_experimenter.db.schema import Schema
 from py_experimenter.exceptions import DatabaseConnectionError, TableError
@@ -38,6 +38,7 @@ class Database:
         self._engine_pid: int | None = None
         self._lock = threading.Lock()
         self._lock_pid = os.getpid()
+        _LIVE.add(self)
 
     def __repr__(self) -> str:
         return f"Database({describe(self.url)!r}, table={self.schema.main.name!r})"
@@ -51,22 +52,34 @@ class Database:
         self.__dict__.update(state)
         self._lock = threading.Lock()
         self._lock_pid = os.getpid()
+        _LIVE.add(self)
 
     @property
     def engine(self) -> Engine:
         """This process's engine (a forked child never reuses its parent's connections)."""
-        if self._lock_pid != os.getpid():
-            # Forked while another thread (the heartbeat) held the lock: that thread does not
-            # exist here, so the inherited lock would never be released.
-            self._lock = threading.Lock()
-            self._lock_pid = os.getpid()
+        self._after_fork()
         with self._lock:
             if self._engine is None or self._engine_pid != os.getpid():
-                if self._engine is not None:
-                    self._engine.dispose(close=False)
                 self._engine = create_engine(self.url)
                 self._engine_pid = os.getpid()
             return self._engine
+
+    def _after_fork(self) -> None:
+        """In a forked child: a fresh lock and no engine, leaving the parent's connections alone.
+
+        The child inherits the lock in whatever state it was (held by the parent's heartbeat
+        thread, which does not exist here, it would never be released) and the parent's pool,
+        whose sockets the parent still uses: ``dispose(close=False)`` forgets them without
+        closing them. Runs at fork (``os.register_at_fork``) and, for safety, on first use.
+        """
+        if self._lock_pid == os.getpid():
+            return
+        self._lock = threading.Lock()
+        self._lock_pid = os.getpid()
+        engine, self._engine = self._engine, None
+        if engine is not None and self._engine_pid != os.getpid():
+            engine.dispose(close=False)
+        self._engine_pid = None
 
     def connect(self) -> Connection:
         """A new connection from the pool; a clear error (no password) when unreachable."""
@@ -78,7 +91,8 @@ class Database:
             ) from None
 
     def dispose(self) -> None:
-        """Close every pooled connection of this process."""
+        """Close every pooled connection of this process (in a forked child: only the child's)."""
+        self._after_fork()
         with self._lock:
             if self._engine is not None and self._engine_pid == os.getpid():
                 self._engine.dispose()
@@ -109,49 +123,32 @@ class Database:
             server.dispose()
 
     def create_tables(self) -> None:
-        """Create missing tables; existing ones must match the configuration.
-
-        A table that ``py-experimenter migrate`` can bring up to date (PyExperimenter 1.4.2's,
-        or one of an older configuration) is refused with the command to run; one whose
-        keyfields or columns differ in ways that cannot be migrated is refused with every
-        difference listed. Nothing is changed in either case.
-        """
+        """Create missing tables; an existing main table must match the configuration."""
         with self.connect() as conn:
-            with conn.begin():
-                before = compare_tables(conn, self.schema, read_rows=False)
-            if before.main_exists:
-                self._refuse_differences(before)
-            failure: sa.exc.DBAPIError | None = None
             try:
                 with conn.begin():
-                    self.schema.metadata.create_all(conn, tables=self.schema.all_tables, checkfirst=True)
-            except sa.exc.DBAPIError as err:
-                # Perhaps another process created them at the same moment: verification decides,
-                # and reports the server's reason if a table really is missing.
-                failure = err
-            self.verify_tables(conn, failure)
+                    self.schema.metadata.create_all(conn, checkfirst=True)
+            except sa.exc.DBAPIError:
+                # Another process created them at the same moment: verification decides.
+                conn.rollback()
+            self.verify_tables(conn)
 
-    def verify_tables(self, conn: Connection, failure: sa.exc.DBAPIError | None = None) -> None:
-        """Raise :class:`TableError` when a table is missing or differs from the configuration.
-
-        :param failure: the error the creation attempt raised; its first line (the server's
-            reason, never a password) is reported when a table is missing afterwards.
-        """
-        comparison = compare_tables(conn, self.schema, read_rows=False)
-        missing = [t.name for t in self.schema.all_tables if not comparison.has_table(t)]
-        if missing:
-            reason = f": {first_line(failure.orig)}" if failure is not None else ""
-            raise TableError(f"tables {missing} could not be created in {describe(self.url)}{reason}")
-        self._refuse_differences(comparison)
-
-    def _refuse_differences(self, comparison: TableComparison) -> None:
-        # Missing side tables (a new logtable, the attempts table) are simply created.
-        if all(d.what == CREATE_TABLE for d in comparison.differences):
-            return
-        name = self.schema.main.name
-        if comparison.unsafe:
-            raise TableError(comparison.refusal(name))
-        raise TableError(comparison.needs_migration(name))
+    def verify_tables(self, conn: Connection) -> None:
+        """Raise :class:`TableError` when an existing table lacks or adds columns."""
+        inspector = sa.inspect(conn)
+        for table in self.schema.all_tables:
+            if not inspector.has_table(table.name):
+                raise TableError(f"table {table.name!r} could not be created in {describe(self.url)}")
+            existing = [c["name"] for c in inspector.get_columns(table.name)]
+            expected = [c.name for c in table.columns]
+            if {c.lower() for c in existing} != {c.lower() for c in expected}:
+                missing = [c for c in expected if c.lower() not in {e.lower() for e in existing}]
+                extra = [c for c in existing if c.lower() not in {e.lower() for e in expected}]
+                raise TableError(
+                    f"table {table.name!r} already exists with different columns "
+                    f"(missing: {missing}, not in the configuration: {extra}); "
+                    "use another table name, or delete_table() to drop it with its results"
+                )
 
     def drop_tables(self) -> None:
         """Drop the main table with its logtables, attempts and codecarbon tables."""
@@ -171,3 +168,14 @@ class Database:
                             on_disconnect=on_disconnect)
 
 
+#: Every Database of this process, reset in a forked child right after the fork.
+_LIVE: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+def _reset_in_child() -> None:
+    for database in list(_LIVE):
+        database._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_in_child)
