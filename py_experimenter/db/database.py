@@ -13,6 +13,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 
 from py_experimenter.db.dialects import Dialect, dialect_for
 from py_experimenter.db.engine import backend_name, create_engine, describe
+from py_experimenter.db.inspection import CREATE_TABLE, TableComparison, compare_tables
 from py_experimenter.db.retry import first_line, retry_outage
 from py_experimenter.db.schema import Schema
 from py_experimenter.exceptions import DatabaseConnectionError, TableError
@@ -123,32 +124,49 @@ class Database:
             server.dispose()
 
     def create_tables(self) -> None:
-        """Create missing tables; an existing main table must match the configuration."""
+        """Create missing tables; existing ones must match the configuration.
+
+        A table that ``py-experimenter migrate`` can bring up to date (PyExperimenter 1.4.2's,
+        or one of an older configuration) is refused with the command to run; one whose
+        keyfields or columns differ in ways that cannot be migrated is refused with every
+        difference listed. Nothing is changed in either case.
+        """
         with self.connect() as conn:
+            with conn.begin():
+                before = compare_tables(conn, self.schema, read_rows=False)
+            if before.main_exists:
+                self._refuse_differences(before)
+            failure: sa.exc.DBAPIError | None = None
             try:
                 with conn.begin():
-                    self.schema.metadata.create_all(conn, checkfirst=True)
-            except sa.exc.DBAPIError:
-                # Another process created them at the same moment: verification decides.
-                conn.rollback()
-            self.verify_tables(conn)
+                    self.schema.metadata.create_all(conn, tables=self.schema.all_tables, checkfirst=True)
+            except sa.exc.DBAPIError as err:
+                # Perhaps another process created them at the same moment: verification decides,
+                # and reports the server's reason if a table really is missing.
+                failure = err
+            self.verify_tables(conn, failure)
 
-    def verify_tables(self, conn: Connection) -> None:
-        """Raise :class:`TableError` when an existing table lacks or adds columns."""
-        inspector = sa.inspect(conn)
-        for table in self.schema.all_tables:
-            if not inspector.has_table(table.name):
-                raise TableError(f"table {table.name!r} could not be created in {describe(self.url)}")
-            existing = [c["name"] for c in inspector.get_columns(table.name)]
-            expected = [c.name for c in table.columns]
-            if {c.lower() for c in existing} != {c.lower() for c in expected}:
-                missing = [c for c in expected if c.lower() not in {e.lower() for e in existing}]
-                extra = [c for c in existing if c.lower() not in {e.lower() for e in expected}]
-                raise TableError(
-                    f"table {table.name!r} already exists with different columns "
-                    f"(missing: {missing}, not in the configuration: {extra}); "
-                    "use another table name, or delete_table() to drop it with its results"
-                )
+    def verify_tables(self, conn: Connection, failure: sa.exc.DBAPIError | None = None) -> None:
+        """Raise :class:`TableError` when a table is missing or differs from the configuration.
+
+        :param failure: the error the creation attempt raised; its first line (the server's
+            reason, never a password) is reported when a table is missing afterwards.
+        """
+        comparison = compare_tables(conn, self.schema, read_rows=False)
+        missing = [t.name for t in self.schema.all_tables if not comparison.has_table(t)]
+        if missing:
+            reason = f": {first_line(failure.orig)}" if failure is not None else ""
+            raise TableError(f"tables {missing} could not be created in {describe(self.url)}{reason}")
+        self._refuse_differences(comparison)
+
+    def _refuse_differences(self, comparison: TableComparison) -> None:
+        # Missing side tables (a new logtable, the attempts table) are simply created.
+        if all(d.what == CREATE_TABLE for d in comparison.differences):
+            return
+        name = self.schema.main.name
+        if comparison.unsafe:
+            raise TableError(comparison.refusal(name))
+        raise TableError(comparison.needs_migration(name))
 
     def drop_tables(self) -> None:
         """Drop the main table with its logtables, attempts and codecarbon tables."""
