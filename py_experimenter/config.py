@@ -13,19 +13,17 @@ and by :mod:`.config_execution` (the ``Execution`` section, :class:`ExecutionSpe
 from __future__ import annotations
 
 import copy
-import math
 import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
-from decimal import Decimal
 from typing import Any, Literal
 
 from py_experimenter.config_checker import Checker, read_yaml, type_word
 from py_experimenter.config_execution import ExecutionSpec, parse_execution
 from py_experimenter.config_interpolation import resolve_interpolations
 from py_experimenter.config_names import check_names
+from py_experimenter.config_values import MAX_RANGE_VALUES, parse_values
 from py_experimenter.exceptions import InvalidIdentifierError
 from py_experimenter.identifiers import max_table_name_length
 from py_experimenter.sqltypes import parse_sql_type
@@ -56,8 +54,6 @@ MAX_IDENTIFIER_LENGTH = 64
 #: :func:`py_experimenter.config_names.check_names`.
 MAX_TABLE_NAME_LENGTH = max_table_name_length("mysql")
 DEFAULT_KEYFIELD_TYPE = "VARCHAR(255)"
-#: A ``{start, stop, step}`` range may give at most this many values.
-MAX_RANGE_VALUES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -135,7 +131,6 @@ _EXPERIMENTER_KEYS = ("n_jobs", "Database", "Custom", "CUSTOM", "CodeCarbon", "C
 _DATABASE_KEYS = ("provider", "database", "table", "logtables", "use_ssh")
 _TABLE_KEYS = ("name", "keyfields", "resultfields", "result_timestamps")
 _HINTS = {"logtables": "logtables belongs under PY_EXPERIMENTER.Database, next to 'table'; "}
-_VALUE_TYPES = (str, int, float, bool, date)
 
 __all__ = [
     "DEFAULT_KEYFIELD_TYPE", "IDENTIFIER_PATTERN", "IDENTIFIER_RULE", "MAX_IDENTIFIER_LENGTH", "MAX_RANGE_VALUES",
@@ -329,54 +324,9 @@ def _keyfields(check: Checker, raw: Any, path: str) -> tuple[KeyfieldSpec, ...]:
         check.keys(body, where, ("type", "values"))
         sql_type = body.get("type")
         sql_type = _sql_type(check, DEFAULT_KEYFIELD_TYPE if sql_type is None else sql_type, f"{where}.type")
-        values = _values(check, body["values"], f"{where}.values") if "values" in body else None
+        values = parse_values(check, body["values"], f"{where}.values") if "values" in body else None
         result.append(KeyfieldSpec(name, sql_type, values))
     return tuple(result)
-
-
-def _scalar(check: Checker, value: Any, path: str) -> Any:
-    if not isinstance(value, _VALUE_TYPES) or (isinstance(value, float) and not math.isfinite(value)):
-        check.fail(
-            path, f"a keyfield value must be a string, number, boolean or date, got {type_word(value)}"
-        )
-    return value
-
-
-def _values(check: Checker, raw: Any, path: str) -> tuple[Any, ...]:
-    """``values``: a list, a single value, or a range ``{start, stop, step}`` (stop exclusive)."""
-    fix = (
-        "give a list, a single value, or a range {start, stop, step}; or remove 'values' to fill from Python"
-    )
-    if raw is None or (isinstance(raw, (list, tuple)) and not raw):
-        check.fail(path, f"values is empty; {fix}")
-    if isinstance(raw, (list, tuple)):
-        return tuple(_scalar(check, v, f"{path}[{i}]") for i, v in enumerate(raw))
-    if not isinstance(raw, Mapping):
-        return (_scalar(check, raw, path),)
-    check.keys(raw, path, ("start", "stop", "step"), required=("start", "stop"))
-    start = check.real(raw["start"], f"{path}.start")
-    stop = check.real(raw["stop"], f"{path}.stop")
-    step = check.real(1 if raw.get("step") is None else raw["step"], f"{path}.step")
-    if step == 0:
-        check.fail(
-            f"{path}.step", "step must not be 0; use a positive step (or a negative one to count down)"
-        )
-    if all(isinstance(v, int) for v in (start, stop, step)):
-        count = len(range(int(start), int(stop), int(step)))
-    else:  # exact decimal steps: 0.1, 0.2, 0.3 rather than 0.30000000000000004
-        d_start, d_stop, d_step = (Decimal(repr(v)) for v in (start, stop, step))
-        count = max(0, math.ceil((d_stop - d_start) / d_step))
-    if count == 0:
-        check.fail(
-            path,
-            f"the range start={start}, stop={stop}, step={step} is empty (stop is exclusive); "
-            "for counting up use start < stop and a positive step",
-        )
-    if count > MAX_RANGE_VALUES:
-        check.fail(path, f"the range gives {count} values, more than {MAX_RANGE_VALUES}; use a bigger step")
-    if all(isinstance(v, int) for v in (start, stop, step)):
-        return tuple(range(int(start), int(stop), int(step)))
-    return tuple(float(d_start + i * d_step) for i in range(count))
 
 
 def _columns(
