@@ -4,30 +4,41 @@ Every option can also come from an environment variable ``PY_EXPERIMENTER_<OPTIO
 (e.g. ``PY_EXPERIMENTER_N_JOBS=4``), which is handy in Slurm batch scripts; except the
 selections of ``reset`` and ``cancel`` (``--status``, ``--where``, ``--id``), which change rows
 and are therefore taken from the command line only.
+
+Exit codes: 0 success; 2 bad input or an unusable environment (missing / invalid file, bad
+option value, unreachable database, table not created yet), reported as ONE line on stderr
+(``--debug`` adds the traceback); 1 an internal error.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import importlib
-import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import Any
+import traceback
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 from tabulate import tabulate
 
 from py_experimenter import __version__
+from py_experimenter.arguments import parse_count
 from py_experimenter.config_execution import ISOLATIONS, override_execution
+from py_experimenter.db.engine import describe
 from py_experimenter.db.retry import first_line
-from py_experimenter.exceptions import ConfigError, PyExperimenterError
+from py_experimenter.exceptions import (
+    ArgumentError,
+    ConfigError,
+    DatabaseConnectionError,
+    PyExperimenterError,
+    TableError,
+    WhereError,
+)
 from py_experimenter.experimenter import PyExperimenter
+from py_experimenter.function_loader import load_function
 from py_experimenter.grid import grid_rows
 from py_experimenter.status import ExperimentStatus
 
@@ -39,24 +50,46 @@ def _env(name: str, default: Any = None) -> Any:
     return os.environ.get(ENV_PREFIX + name.upper().replace("-", "_"), default)
 
 
-def _int_env(name: str, default: int | None) -> int | None:
-    value = _env(name)
-    if value is None:
-        return default
+def _count(args: argparse.Namespace, name: str, allow: tuple[int, ...] = (), meaning: str = "") -> int | None:
+    """A count option (``--n-jobs``) from the command line or its environment variable, checked."""
+    text = getattr(args, name)
+    where = "--" + name.replace("_", "-")
+    if text is None:
+        text = _env(name)
+        where = ENV_PREFIX + name.upper()
+    if text is None:
+        return None
+    return parse_count(where, text, allow=allow, meaning=meaning)
+
+
+def _experiment_id(text: str) -> int:
+    """``--id`` values: positive integers."""
     try:
-        return int(value)
+        value = int(text)
     except ValueError:
-        raise ConfigError(f"environment variable {ENV_PREFIX}{name.upper()}={value!r} is not an integer") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not an experiment ID (a positive integer such as 7)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an experiment ID (IDs start at 1)")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, reporting a usage error as one line (the usage is in ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"py-experimenter: error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="py-experimenter",
         description="Fill an experiment table from a YAML grid, run its experiments, watch progress.",
     )
     parser.add_argument("--version", action="version", version=f"py-experimenter {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (errors are one line otherwise)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -77,9 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--function", default=_env("function"),
                      help="experiment function as MODULE:CALLABLE or path/to/file.py:CALLABLE; not needed "
                           "when Execution.adapter is docker or command [PY_EXPERIMENTER_FUNCTION]")
-    run.add_argument("--n-jobs", type=int, default=_int_env("n_jobs", None),
+    run.add_argument("--n-jobs", metavar="N",
                      help="executor processes on this node (default: n_jobs of the file) [PY_EXPERIMENTER_N_JOBS]")
-    run.add_argument("--max-experiments", type=int, default=_int_env("max_experiments", -1),
+    run.add_argument("--max-experiments", metavar="N",
                      help="stop after this many experiments (default: all) [PY_EXPERIMENTER_MAX_EXPERIMENTS]")
     run.add_argument("--random-order", action="store_true", help="claim in random order")
     run.add_argument("--name", default=_env("name", "PyExperimenter"), help="stored in the name column")
@@ -102,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cancel = sub.add_parser("cancel", help="stop running experiments, and mark not-started ones as error")
     common(cancel)
-    cancel.add_argument("--id", dest="ids", action="append", type=int, metavar="N",
+    cancel.add_argument("--id", dest="ids", action="append", type=_experiment_id, metavar="N",
                         help="the experiment with this ID (repeatable)")
     cancel.add_argument("--where", metavar="CONDITION", help=WHERE_HELP)
 
@@ -114,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 WHERE_HELP = (
-    "only experiments matching this SQL condition over the table's columns, e.g. \"dataset='iris' AND seed<5\" "
-    "(inserted into the SQL as written: use it on your own database only)"
+    "only experiments matching this condition over the table's columns, e.g. \"dataset='iris' AND seed<5\" "
+    "(one boolean expression: comparisons, IN, BETWEEN, LIKE, IS NULL, AND / OR / NOT; no subqueries)"
 )
 #: ``run`` options that override ``PY_EXPERIMENTER.Execution``: option, metavar, help.
 _EXECUTION_OPTIONS = (
@@ -128,29 +161,6 @@ _EXECUTION_OPTIONS = (
     ("memory", "SIZE", "memory limit per experiment, e.g. 2g"),
     ("database-outage-seconds", "SECONDS", "how long to keep retrying while the database is unreachable"),
 )
-
-
-def load_function(spec: str) -> Callable[..., Any]:
-    """Import ``MODULE:CALLABLE`` or ``path/to/file.py:CALLABLE``."""
-    module_name, sep, attribute = spec.rpartition(":")
-    if not sep or not module_name or not attribute:
-        raise ConfigError(f"--function {spec!r}: expected MODULE:CALLABLE or path/to/file.py:CALLABLE")
-    if module_name.endswith(".py") or os.sep in module_name:
-        path = Path(module_name).resolve()
-        if not path.is_file():
-            raise ConfigError(f"--function {spec!r}: file {path} does not exist")
-        sys.path.insert(0, str(path.parent))
-        module_name = path.stem
-    elif "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ConfigError(f"--function {spec!r}: cannot import {module_name!r}: {err}") from None
-    function = getattr(module, attribute, None)
-    if not callable(function):
-        raise ConfigError(f"--function {spec!r}: {module_name!r} has no callable {attribute!r}")
-    return function
 
 
 def _experimenter(args: argparse.Namespace) -> PyExperimenter:
@@ -179,6 +189,8 @@ def cmd_fill(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    n_jobs = _count(args, "n_jobs")
+    max_experiments = _count(args, "max_experiments", allow=(-1,), meaning="; -1 runs all")
     function = load_function(args.function) if args.function else None
     experimenter = _experimenter(args)
     if function is None and experimenter.config.execution.adapter == "function":
@@ -189,19 +201,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     execution = override_execution(experimenter.config.execution, "command line", **overrides)
     # The experimenter reads its config whenever it builds a queue or an executor (nothing is cached).
     experimenter.config = dataclasses.replace(experimenter.config, execution=execution)
-    ran = experimenter.execute(function, random_order=args.random_order, n_jobs=args.n_jobs,
-                               max_experiments=args.max_experiments)
+    ran = experimenter.execute(function, random_order=args.random_order, n_jobs=n_jobs,
+                               max_experiments=-1 if max_experiments is None else max_experiments)
     print(f"ran {ran} experiments")
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _existing(args: argparse.Namespace) -> PyExperimenter:
+    """The experimenter of a table that must exist already (status, reset, cancel never create it)."""
     experimenter = _experimenter(args)
+    if not experimenter._admin().table_exists():
+        raise TableError(f"table {experimenter.config.table.name!r} does not exist yet in "
+                         f"{describe(experimenter.db.url)}; run py-experimenter fill {args.config}")
+    return experimenter
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    experimenter = _existing(args)
     statuses = [s.value for s in ExperimentStatus if s is not ExperimentStatus.ALL]
     if args.by:
         keyfields = experimenter.config.table.keyfield_names
         if args.by not in keyfields:
-            raise ConfigError(f"--by {args.by!r} is not a keyfield; the keyfields are {list(keyfields)}")
+            raise ArgumentError(f"--by {args.by!r} is not a keyfield; the keyfields are {list(keyfields)}")
         table = experimenter.get_table()
         counts = table.groupby([args.by, "status"]).size().unstack(fill_value=0)
         counts = counts.reindex(columns=[s for s in statuses if s in counts.columns])
@@ -218,36 +239,26 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
-    experimenter = _experimenter(args)
-    with _where_errors(args.where):
+    experimenter = _existing(args)
+    try:
         reset = experimenter.reset_experiments(*args.status, where=args.where)
+    except WhereError as err:
+        raise err.for_option("--where") from None
     print(f"reset {reset} experiments to 'created' in {experimenter.config.table.name!r}")
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     if args.ids is None and args.where is None:
-        raise ConfigError("name the experiments to cancel: --id N (repeatable) or --where CONDITION")
-    experimenter = _experimenter(args)
-    with _where_errors(args.where):
+        raise ArgumentError("name the experiments to cancel: --id N (repeatable) or --where CONDITION")
+    experimenter = _existing(args)
+    try:
         counts = experimenter.cancel_experiments(args.ids, where=args.where)
+    except WhereError as err:
+        raise err.for_option("--where") from None
     print(f"cancel requested for {counts['requested']} running experiments; "
           f"cancelled {counts['cancelled']} experiments that had not started")
     return 0
-
-
-@contextlib.contextmanager
-def _where_errors(where: str | None) -> Iterator[None]:
-    """Report a ``--where`` the database rejects as one line (nothing was changed)."""
-    if where is not None and not where.strip():
-        raise ConfigError("--where is empty; give a SQL condition, e.g. --where \"dataset='iris'\"")
-    try:
-        yield
-    except ConfigError as err:
-        cause = err.__cause__
-        if not isinstance(cause, sa.exc.DBAPIError):
-            raise
-        raise ConfigError(f"invalid --where condition: {first_line(cause.orig)}") from None
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -260,8 +271,36 @@ COMMANDS = {"fill": cmd_fill, "run": cmd_run, "status": cmd_status, "reset": cmd
             "migrate": cmd_migrate}
 
 
+#: Errors that mean bad input or an unusable environment: exit 2, one line.
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DatabaseConnectionError, TableError)
+#: Driver errors that reach the command line although the library should have wrapped them:
+#: a refused / failed connection, a file that is not a SQLite database (exit 2, one line).
+#: Their subclasses (ProgrammingError, IntegrityError, ...) mean a bug: exit 1 with a traceback.
+_DRIVER_USER_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DatabaseError)
+
+
+def _one_line(err: BaseException) -> str:
+    """An error as one line: its text's lines joined (drivers and YAML add detail lines)."""
+    if isinstance(err, sa.exc.DBAPIError):
+        return f"database error: {first_line(err.orig)}"
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return " | ".join(lines) or type(err).__name__
+
+
+def _fail(err: BaseException, code: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
+    print(f"py-experimenter: error: {_one_line(err)}", file=sys.stderr)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``py-experimenter``; returns the exit code (2 for bad input)."""
+    """Entry point of ``py-experimenter``; returns the exit code.
+
+    0: done. 2: bad input (a file, option or argument) or an unusable environment (the
+    database unreachable, the table not created yet): one line on stderr, the traceback
+    only with ``--debug``. 1: an internal error.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -269,12 +308,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return COMMANDS[args.command](args)
-    except ConfigError as err:
-        print(f"py-experimenter: error: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:
+        return _fail(err, 2, args.debug)
     except PyExperimenterError as err:
-        print(f"py-experimenter: error: {err}", file=sys.stderr)
-        return 1
+        return _fail(err, 1, args.debug)
+    except sa.exc.DBAPIError as err:
+        if type(err) in _DRIVER_USER_ERRORS:
+            return _fail(err, 2, args.debug)
+        raise
+    except KeyboardInterrupt:
+        print("py-experimenter: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -37,6 +37,31 @@ class CredentialsError(ConfigError):
     """The credential file is missing, malformed, or names an unset environment variable."""
 
 
+class WhereError(ConfigError):
+    """A ``where`` condition (``--where``) is not one allowed boolean expression over the
+    table's columns; nothing was changed. ``detail`` says what is wrong and what is accepted."""
+
+    def __init__(self, detail: str, *, where: object = None, option: str = "where"):
+        self.detail = detail
+        self.where = where
+        shown = "" if where is None else f" {where!r}"
+        super().__init__(f"invalid {option} condition{shown}: {detail}")
+
+    def for_option(self, option: str) -> WhereError:
+        """The same error, naming the argument as the caller knows it (``--where``)."""
+        return WhereError(self.detail, where=self.where, option=option)
+
+
+class ArgumentError(ConfigError):
+    """An argument of a call or of the command line has the wrong type or value (the message
+    names the parameter, the rule and an example)."""
+
+
+class FunctionLoadError(ConfigError):
+    """``--function MODULE:CALLABLE`` cannot be loaded (missing file or module, syntax error,
+    missing attribute, not callable)."""
+
+
 class DatabaseError(PyExperimenterError):
     """A problem with the database or a table in it."""
 

@@ -133,6 +133,8 @@ class Executor:
             self.shutdown = None
             if self.heartbeat is not None:
                 self.heartbeat.close()
+            if self.emissions is not None:
+                self.emissions.close()
             self.queue.close()
         return done
 

@@ -13,6 +13,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from py_experimenter.admin import ExperimentAdmin
+from py_experimenter.arguments import check_execute_arguments, check_optional_str
 from py_experimenter.config import ExperimentConfig, load_experiment_config
 from py_experimenter.config_execution import override_execution
 from py_experimenter.credentials import CREDENTIALS_ENV, resolve_database_url
@@ -202,9 +203,12 @@ class PyExperimenter:
         the experiment file). ``max_experiments`` counts across all of them; fewer remaining
         is not an error. Returns how many experiments this call ran.
 
+        :raises ArgumentError: an argument of the wrong type or value (``n_jobs`` and
+            ``max_experiments`` positive integers, ``-1`` for all; the function callable).
         :raises ConfigError: no function and no usable adapter, or the adapter's engine /
             image / command is not usable (checked before any experiment is claimed).
         """
+        check_execute_arguments(experiment_function, random_order, n_jobs, max_experiments)
         runner = None if experiment_function is not None and adapter is None else self._adapter(adapter)
         execution = self.config.execution
         if runner is None and execution.isolation == "inline" and (execution.timeout or execution.memory):
@@ -292,10 +296,12 @@ class PyExperimenter:
         IDs and logtable rows stay; every earlier try remains in ``<table>__attempts``.
         Returns how many experiments were reset.
 
-        :param where: optional SQL condition over the table's columns, ANDed with the states
-            (e.g. ``"dataset = 'iris'"``); used as written, so pass only trusted text.
-        :raises ConfigError: an unknown state, or ``where`` is not a valid condition.
+        :param where: optional condition over the table's columns, ANDed with the states
+            (e.g. ``"dataset = 'iris'"``); checked and rebuilt, see :mod:`py_experimenter.where`.
+        :raises ConfigError: an unknown state.
+        :raises WhereError: ``where`` is not one allowed condition over the table's columns.
         """
+        check_optional_str("where", where, "\"dataset = 'iris'\"")
         if not states:
             self.logger.warning("reset_experiments() called without states; nothing was reset")
             return 0
@@ -350,10 +356,12 @@ class PyExperimenter:
         (``cancelled`` counts them). Finished experiments are left alone.
 
         :param experiment_ids: one ID or several; ANDed with ``where`` when both are given.
-        :param where: SQL condition over the table's columns (e.g. ``"dataset = 'iris'"``);
-            used as written, so pass only trusted text.
-        :raises ConfigError: neither given, or ``where`` is not a valid condition.
+        :param where: condition over the table's columns (e.g. ``"dataset = 'iris'"``);
+            checked and rebuilt, see :mod:`py_experimenter.where`.
+        :raises ConfigError: neither given, or an ID is not an integer.
+        :raises WhereError: ``where`` is not one allowed condition over the table's columns.
         """
+        check_optional_str("where", where, "\"dataset = 'iris'\"")
         ids = [experiment_ids] if isinstance(experiment_ids, int) else experiment_ids
         self._ensure_tables()
         return self._admin().request_cancel(ids, where=where)

@@ -113,13 +113,13 @@ def make_experimenter(backend: Backend) -> Iterator[MakeExperimenter]:
 
     def make(keyfields: dict[str, Any], resultfields: dict[str, str] | None = None,
              logtables: dict[str, dict[str, str]] | None = None, table: str | None = None,
-             result_timestamps: bool = False, **extra: Any) -> PyExperimenter:
+             result_timestamps: bool = False, use_codecarbon: bool = False, **extra: Any) -> PyExperimenter:
         name = table or f"t_{uuid.uuid4().hex[:12]}"
         path = backend.workdir / f"{name}.yml"
         path.write_text(yaml.safe_dump(experiment_yaml(backend.provider, name, keyfields, resultfields,
                                                        logtables, result_timestamps, **extra),
                                       sort_keys=False))
-        experimenter = PyExperimenter(str(path), str(backend.credentials_file()), use_codecarbon=False)
+        experimenter = PyExperimenter(str(path), str(backend.credentials_file()), use_codecarbon=use_codecarbon)
         created.append(experimenter)
         return experimenter
 

@@ -33,6 +33,7 @@ KEYHASH_LENGTH = 32
 DateTime = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
+#: PyExperimenter 1.4.2's ``<table>_codecarbon`` columns, in its order (after ``ID``, ``experiment_id``).
 CODECARBON_COLUMNS: tuple[tuple[str, str], ...] = (
     ("codecarbon_timestamp", "DATETIME"),
     ("project_name", "VARCHAR(255)"),
@@ -91,11 +92,16 @@ class Schema:
     attempts: sa.Table
     logtables: dict[str, sa.Table]
     codecarbon: sa.Table
+    #: Whether ``codecarbon`` is one of the tables (CodeCarbon on and installed). Off, it is
+    #: neither created nor checked; ``metadata`` still holds it, so that dropping the table
+    #: also drops a ``<table>_codecarbon`` left by an earlier run with CodeCarbon on.
+    with_codecarbon: bool = True
 
     @property
     def all_tables(self) -> list[sa.Table]:
-        """Every table, parents first (the order to create; reverse it to drop)."""
-        return [self.main, self.attempts, *self.logtables.values(), self.codecarbon]
+        """Every table in use, parents first (the order to create; reverse it to drop)."""
+        tables = [self.main, self.attempts, *self.logtables.values()]
+        return [*tables, self.codecarbon] if self.with_codecarbon else tables
 
 
 def result_columns(spec: TableSpec) -> list[str]:
@@ -106,8 +112,10 @@ def result_columns(spec: TableSpec) -> list[str]:
     return names
 
 
-def build_schema(spec: TableSpec, provider: str | None = None) -> Schema:
+def build_schema(spec: TableSpec, provider: str | None = None, *, with_codecarbon: bool = True) -> Schema:
     """Build the SQLAlchemy tables for ``spec`` (nothing touches the database).
+
+    ``with_codecarbon=False``: ``<table>_codecarbon`` is not among :attr:`Schema.all_tables`.
 
     Index and constraint names follow ``provider``'s identifier limits (default: the provider
     the spec was configured for), see :mod:`py_experimenter.identifiers`.
@@ -144,9 +152,10 @@ def build_schema(spec: TableSpec, provider: str | None = None) -> Schema:
         sa.Column("ID", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("experiment_id", sa.Integer, _experiment_fk(spec, names, codecarbon_name), nullable=False),
         *(_user_column(FieldSpec(name, sql_type)) for name, sql_type in CODECARBON_COLUMNS),
+        sa.Column("attempt", sa.Integer),  # the attempt measured (1.4.2 has no such column)
         _experiment_index(names, codecarbon_name),
     )
-    return Schema(spec, metadata, main, attempts, logtables, codecarbon)
+    return Schema(spec, metadata, main, attempts, logtables, codecarbon, with_codecarbon=with_codecarbon)
 
 
 def _logtable(spec: TableSpec, log: LogtableSpec, metadata: sa.MetaData, names: DerivedNames) -> sa.Table:
