@@ -44,6 +44,8 @@ class Difference:
     safe: bool
     #: For an index to add: its name in the configured schema.
     index: str | None = None
+    #: For a column to change to its configured type (a widening that keeps every value).
+    retype: str | None = None
 
     def __str__(self) -> str:
         return f"{self.table}: {self.what}"
@@ -186,7 +188,7 @@ def compare_tables(conn: Connection, schema: Schema, *, read_rows: bool = True) 
             result.existing[table.name] = _existing_columns(conn, inspector, table.name)
     if not result.main_exists:
         return result
-    _compare_main(result, schema)
+    _compare_main(result, schema, conn.dialect.name)
     for log in schema.spec.logtables:
         _compare_child(result, schema.logtables[log.name], {f.name.lower(): f.sql_type for f in log.fields})
     logtables = {t.name for t in schema.logtables.values()}
@@ -201,7 +203,7 @@ def compare_tables(conn: Connection, schema: Schema, *, read_rows: bool = True) 
     return result
 
 
-def _compare_main(result: TableComparison, schema: Schema) -> None:
+def _compare_main(result: TableComparison, schema: Schema, backend: str) -> None:
     main, spec = schema.main, schema.spec
     have = result.existing[main.name]
     add = result.differences.append
@@ -230,6 +232,8 @@ def _compare_main(result: TableComparison, schema: Schema) -> None:
         if name in have:
             kind = "keyfield" if name in keyfields else "resultfield"
             _compare_type(result, main.name, kind, have[name], sql_type)
+            if kind == "resultfield" and backend in ("mysql", "mariadb"):
+                _widen_rounding_decimal(result, main.name, have[name], sql_type)
 
 
 def _compare_type(result: TableComparison, table: str, kind: str, existing: ExistingColumn, sql_type: str) -> None:
@@ -239,6 +243,18 @@ def _compare_type(result: TableComparison, table: str, kind: str, existing: Exis
     result.differences.append(Difference(
         table, f"{kind} {existing.name!r}: type changed from {existing.shown} ({existing.family}) in the table "
                f"to {sql_type} ({wanted}) in the configuration", False))
+
+
+def _widen_rounding_decimal(result: TableComparison, table: str, existing: ExistingColumn, sql_type: str) -> None:
+    """1.4.2 passed a bare ``DECIMAL`` to MySQL, which makes it DECIMAL(10,0) and rounds every
+    value to an integer; we configure a double for it: widen the column (keeps every value)."""
+    configured = parse_sql_type(sql_type)
+    found = existing.type
+    if (isinstance(configured, sa.Float) and isinstance(found, sa.Numeric) and not isinstance(found, sa.Float)
+            and not found.scale):
+        result.differences.append(Difference(
+            table, f"resultfield {existing.name!r}: change {existing.shown} (rounds every value to an integer) "
+                   f"to the configured {sql_type} (a double; existing values are kept)", True, retype=existing.name))
 
 
 def _compare_child(result: TableComparison, table: sa.Table, types: dict[str, str] | None) -> None:
@@ -299,7 +315,8 @@ def _read_rows(result: TableComparison, conn: Connection, schema: Schema) -> Non
     query = sa.select(*(table.c[have[c.lower()].name] for c in ("ID", *spec.keyfield_names)))
     if "keyhash" in have:
         query = query.where(sa.column(have["keyhash"].name).is_(None))
-    canonicalizer = RowCanonicalizer(spec.keyfields)
+    # The canonicalization fill uses (grid.keyhash does the same per row), built once.
+    canonicalizer = RowCanonicalizer(spec.keyfields, conn.dialect.name if conn.dialect.name != "mariadb" else "mysql")
     groups: dict[str, list[int]] = defaultdict(list)
     values: dict[str, dict[str, Any]] = {}
     problems = []

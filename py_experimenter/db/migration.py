@@ -105,6 +105,7 @@ class _Migrator:
         main = self.schema.main
         had_attempt = "attempt" in self.comparison.existing[main.name]
         self._add_columns(main)
+        self._retype_columns()
         self._fill_main(had_attempt)
         for table in self.schema.all_tables[1:]:
             if self.comparison.has_table(table):
@@ -131,6 +132,14 @@ class _Migrator:
             self.conn.exec_driver_sql(f"ALTER TABLE {self.quote(table.name)} ADD COLUMN {ddl}")
             added.append(column.name)
         return added
+
+    def _retype_columns(self) -> None:
+        main = self.schema.main
+        for difference in self.comparison.differences:
+            if difference.retype is not None:  # MySQL only (see inspection._widen_rounding_decimal)
+                type_ = main.c[difference.retype].type.compile(dialect=self.conn.dialect)
+                self.conn.exec_driver_sql(
+                    f"ALTER TABLE {self.quote(main.name)} MODIFY {self.quote(difference.retype)} {type_} NULL")
 
     def _fill_main(self, had_attempt: bool) -> None:
         main, d = self.schema.main, self.db.dialect

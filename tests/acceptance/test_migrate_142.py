@@ -28,7 +28,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 OUR_FUNCTION = '''
 def run(keyfields, result_processor, custom_config):
     result_processor.process_logs({"scores": {"f1": 0.99, "note": "ours"}})
-    result_processor.process_results({"accuracy": 0.77, "model": f"ours-{keyfields['seed']}"})
+    result_processor.process_results({"accuracy": 0.77, "model": f"ours-{keyfields['seed']}", "score": 0.25})
 '''
 
 
@@ -48,7 +48,8 @@ def _config(provider: str, table: str) -> dict[str, Any]:
         "table": {"name": table,
                   "keyfields": {"dataset": {"type": "VARCHAR(255)", "values": ["iris"]},
                                 "seed": {"type": "INT", "values": [1, 2, 3, 4, 5]}},
-                  "resultfields": {"accuracy": "DOUBLE", "model": "VARCHAR(255)"}},
+                  # A bare DECIMAL: 1.4.2 made it DECIMAL(10,0) on MySQL, rounding every value.
+                  "resultfields": {"accuracy": "DOUBLE", "model": "VARCHAR(255)", "score": "DECIMAL"}},
         "logtables": {"scores": {"f1": "DOUBLE", "note": "VARCHAR(255)"}},
     }}}
 
@@ -127,6 +128,7 @@ def _run_142_then_ours(tmp: Path, env: dict[str, str], engine: sa.Engine, table:
     migrated = _ours(["migrate", *config], tmp, env)
     assert migrated.returncode == 0, migrated.stderr
     assert "migrated" in migrated.stdout and "1 running rows have no lease" in migrated.stdout
+    assert ("resultfield 'score': change decimal(10, 0)" in migrated.stdout.lower()) == (credentials is not None)
 
     ran = _ours(["run", *config, "--function", "ours.py:run", "--lease-seconds", "3",
                  "--heartbeat-seconds", "1"], tmp, env)
@@ -139,6 +141,8 @@ def _run_142_then_ours(tmp: Path, env: dict[str, str], engine: sa.Engine, table:
     for experiment_id in (1, 2):  # 1.4.2's finished rows: every 1.4.2 column unchanged
         assert {k: rows[experiment_id][k] for k in rows_142[experiment_id]} == rows_142[experiment_id]
     assert rows[3]["attempt"] == 2 and rows[3]["model"] == "ours-3"
+    # Our results keep their fraction in the bare-DECIMAL column (migrate widened it on MySQL).
+    assert [float(rows[i]["score"]) for i in (3, 4, 5)] == [0.25, 0.25, 0.25]
     logs = _read(engine, f"{table}__scores")
     for log_id, log in logs_142.items():
         if log["experiment_id"] in (1, 2):

@@ -23,7 +23,7 @@ def run(parameters, result_processor, custom_config):
         raise RuntimeError("seed 2 fails under 1.4.2")
     result_processor.process_logs({"scores": {"f1": seed / 10, "note": f"seed {seed}"}})
     result_processor.process_logs({"scores": {"f1": seed / 10 + 0.05, "note": "second"}})
-    result_processor.process_results({"accuracy": 0.5 + seed / 100, "model": f"svc-{seed}"})
+    result_processor.process_results({"accuracy": 0.5 + seed / 100, "model": f"svc-{seed}", "score": 2.4})
 
 
 def hang(parameters, result_processor, custom_config):
