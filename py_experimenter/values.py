@@ -149,11 +149,13 @@ def _kind(value: Any) -> str:
 
 
 def _integer(low: int, high: int) -> Callable[[Any], int]:
+    wider = "a DOUBLE column" if high >= 2**63 - 1 else "BIGINT or a DOUBLE column"
+
     def convert(value: Any) -> int:
         if type(value) is not int:
             value = _as_int(value)
         if not low <= value <= high:
-            raise Refused(f"out of the column's range {low}..{high}; use BIGINT or a DOUBLE column")
+            raise Refused(f"out of the column's range {low}..{high}; use {wider}")
         return value
 
     return convert

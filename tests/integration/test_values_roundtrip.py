@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,7 +29,8 @@ from py_experimenter.queue import ExperimentQueue, WorkerIdentity
 from py_experimenter.result_processor import ResultProcessor
 
 # PY_EXPERIMENTER_TEST_EXAMPLES=500 for a deeper search than the default run.
-SETTINGS = settings(max_examples=int(os.environ.get("PY_EXPERIMENTER_TEST_EXAMPLES", "25")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=int(os.environ.get("PY_EXPERIMENTER_TEST_EXAMPLES", "25")), deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 UTC = dt.timezone.utc
 
@@ -170,9 +170,10 @@ def _json_valid(value: Any) -> bool:
     return True
 
 
-RESULT_COLUMNS = {**COLUMNS, "js": Column("JSON", st.one_of(JSON_VALUES, JUNK.filter(lambda v: not isinstance(v, list | dict))),
-                                          lambda v, b: _json_valid(v) and not isinstance(v, Junk | set),
-                                          lambda v, b: v.tolist() if isinstance(v, np.ndarray) else v, {"a": 1})}
+JSON_COLUMN = Column("JSON", st.one_of(JSON_VALUES, JUNK.filter(lambda v: not isinstance(v, list | dict))),
+                     lambda v, b: _json_valid(v) and not isinstance(v, Junk | set),
+                     lambda v, b: v.tolist() if isinstance(v, np.ndarray) else v, {"a": 1})
+RESULT_COLUMNS = {**COLUMNS, "js": JSON_COLUMN}
 KEYFIELDS = {"n_row": "BIGINT", **{name: c.sql_type for name, c in COLUMNS.items()}}
 
 
