@@ -29,6 +29,7 @@ from py_experimenter.arguments import parse_count
 from py_experimenter.config_execution import ISOLATIONS, override_execution
 from py_experimenter.db.engine import describe
 from py_experimenter.db.retry import first_line
+from py_experimenter.emissions import has_codecarbon_section
 from py_experimenter.exceptions import (
     ArgumentError,
     ConfigError,
@@ -116,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop after this many experiments (default: all) [PY_EXPERIMENTER_MAX_EXPERIMENTS]")
     run.add_argument("--random-order", action="store_true", help="claim in random order")
     run.add_argument("--name", default=_env("name", "PyExperimenter"), help="stored in the name column")
+    run.add_argument("--codecarbon", action=argparse.BooleanOptionalAction, default=None,
+                     help="track each experiment's emissions with CodeCarbon in <table>_codecarbon (default: "
+                          "when the experiment file has a CodeCarbon section and codecarbon is installed) "
+                          "[PY_EXPERIMENTER_CODECARBON=true|false]")
     execution = run.add_argument_group(
         "execution settings", "override the experiment file's PY_EXPERIMENTER.Execution keys (same rules)")
     for option, metavar, what in _EXECUTION_OPTIONS:
@@ -166,8 +171,22 @@ _EXECUTION_OPTIONS = (
 def _experimenter(args: argparse.Namespace) -> PyExperimenter:
     return PyExperimenter(
         args.config, args.credentials, table_name=args.table, database_name=args.database,
-        use_codecarbon=False, name=getattr(args, "name", "PyExperimenter"),
+        use_codecarbon=_use_codecarbon(args), name=getattr(args, "name", "PyExperimenter"),
     )
+
+
+def _use_codecarbon(args: argparse.Namespace) -> bool:
+    """--codecarbon / --no-codecarbon, else PY_EXPERIMENTER_CODECARBON, else: the file has a CodeCarbon section."""
+    choice = getattr(args, "codecarbon", None)
+    if choice is not None:
+        return bool(choice)
+    text = _env("codecarbon")
+    if text is not None and text.strip():
+        value = text.strip().lower()
+        if value not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(f"PY_EXPERIMENTER_CODECARBON={text!r}: expected true or false")
+        return value in ("true", "1", "yes")
+    return has_codecarbon_section(args.config)
 
 
 def cmd_fill(args: argparse.Namespace) -> int:
