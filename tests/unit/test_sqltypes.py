@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import types as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from py_experimenter.sqltypes import SUPPORTED_TYPES, parse_sql_type
+from py_experimenter.sqltypes import SUPPORTED_TYPES, parse_sql_type, sql_type_parts
 
 DIALECTS = {"sqlite": sqlite.dialect(), "mysql": mysql.dialect(), "postgresql": postgresql.dialect()}
 
@@ -126,3 +126,18 @@ def test_unknown_type_lists_every_supported_name() -> None:
 def test_non_string_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="must be a string"):
         parse_sql_type(5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("text", "parts"), [
+    ("varchar( 20 )", ("VARCHAR", (20,))), ("INT(11) unsigned", ("INT", (11,))),
+    ("DECIMAL(10, 4)", ("DECIMAL", (10, 4))),
+    ("double  precision", ("DOUBLE PRECISION", ())), ("str", ("VARCHAR", (255,))), ("STR", ("VARCHAR", (255,))),
+    ("float", ("DOUBLE", ())), ("int", ("INT", ())), ("bool", ("BOOL", ())), ("TINYINT(1)", ("TINYINT", (1,))),
+])
+def test_sql_type_parts(text, parts):
+    assert sql_type_parts(text) == parts
+
+
+def test_sql_type_parts_refuses_what_parse_refuses():
+    with pytest.raises(ValueError, match="unknown column type"):
+        sql_type_parts("VARCHAR2(5)")

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from py_experimenter.sqltypes import SUPPORTED_TYPES
 from py_experimenter.values import FLOAT32_MAX, Refused, checker_for, invalid_value, plain_value, shorten
 
 BACKENDS = ["sqlite", "mysql", "postgresql"]
@@ -218,3 +219,10 @@ def test_double_checker_property(value):
         assert not math.isfinite(value)
     else:
         assert stored == value
+
+
+@pytest.mark.parametrize("sql_type", SUPPORTED_TYPES)
+def test_every_supported_type_has_a_checker(sql_type):
+    text = {"VARCHAR": "VARCHAR(5)"}.get(sql_type, sql_type)
+    check = checker_for(text)
+    assert check(None) is None and check.sql_type == text
