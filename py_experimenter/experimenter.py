@@ -28,6 +28,7 @@ from py_experimenter.grid import RowCanonicalizer, combine, grid_rows
 from py_experimenter.processes import run_processes
 from py_experimenter.queue import ExperimentQueue, WorkerIdentity
 from py_experimenter.result_processor import ResultProcessor
+from py_experimenter.shutdown import GracefulShutdown
 from py_experimenter.status import ExperimentStatus
 
 if TYPE_CHECKING:
@@ -247,18 +248,25 @@ class PyExperimenter:
     def _run_one(self, experiment_id: int, expected: ExperimentStatus, status: str | None,
                  function: ExperimentFunction) -> None:
         executor = self._executor(function)
+        # The signal handling of execute() (main thread only): SIGTERM / SIGINT hand the row back.
+        shutdown = GracefulShutdown(self.config.execution.grace_seconds)
         try:
-            experiment = executor.queue.claim_id(experiment_id, expected)
-            if experiment is None:
-                current = status or self._status_of(experiment_id)
-                if current is None:
-                    raise ExperimentNotRunnableError(f"there is no experiment with ID {experiment_id}")
-                raise ExperimentNotRunnableError(
-                    f"experiment {experiment_id} is {current!r}, not {expected.value!r}; "
-                    f"reset it first (reset_experiments({current!r})) to run it again"
-                )
-            executor.run_experiment(experiment)
+            with shutdown:
+                executor.shutdown = shutdown
+                experiment = executor.queue.claim_id(experiment_id, expected)
+                if experiment is None:
+                    current = status or self._status_of(experiment_id)
+                    if current is None:
+                        raise ExperimentNotRunnableError(f"there is no experiment with ID {experiment_id}")
+                    raise ExperimentNotRunnableError(
+                        f"experiment {experiment_id} is {current!r}, not {expected.value!r}; "
+                        f"reset it first (reset_experiments({current!r})) to run it again"
+                    )
+                executor.run_experiment(experiment)
         finally:
+            executor.shutdown = None
+            if executor.heartbeat is not None:  # its thread, started for this one experiment
+                executor.heartbeat.close()
             executor.queue.close()
             if executor.emissions is not None:
                 executor.emissions.close()
