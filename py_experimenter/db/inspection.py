@@ -173,17 +173,28 @@ def _index_columns(inspector: Any, name: str) -> tuple[set[tuple[str, ...]], set
     return every, unique
 
 
-def compare_tables(conn: Connection, schema: Schema, *, read_rows: bool = True) -> TableComparison:
-    """Compare every table of ``schema`` with the database.
+def compared_tables(schema: Schema, inspector: Any, *, migrating: bool) -> list[sa.Table]:
+    """The tables to compare: those in use; when migrating also ``<table>_codecarbon`` if it
+    exists (its missing columns are added even while CodeCarbon is off)."""
+    tables = list(schema.all_tables)
+    if migrating and schema.codecarbon not in tables and inspector.has_table(schema.codecarbon.name):
+        tables.append(schema.codecarbon)
+    return tables
 
-    :param read_rows: also read the rows that need a keyhash (to find 1.4.2's duplicate
-        experiments) and count ``running`` rows without a lease; without it only the
-        structure is compared (cheap: what opening a table does).
+
+def compare_tables(conn: Connection, schema: Schema, *, read_rows: bool = True) -> TableComparison:
+    """Compare the tables of ``schema`` with the database.
+
+    :param read_rows: migrating: also read the rows that need a keyhash (to find 1.4.2's
+        duplicate experiments), count ``running`` rows without a lease, and compare an
+        existing codecarbon table even while CodeCarbon is off. Without it only the structure
+        of the tables in use is compared (cheap: what opening a table does).
     """
     inspector = sa.inspect(conn)
     main = schema.main
     result = TableComparison(main_exists=inspector.has_table(main.name))
-    for table in schema.all_tables:
+    tables = compared_tables(schema, inspector, migrating=read_rows)
+    for table in tables:
         if inspector.has_table(table.name):
             result.existing[table.name] = _existing_columns(conn, inspector, table.name)
     if not result.main_exists:
@@ -192,10 +203,10 @@ def compare_tables(conn: Connection, schema: Schema, *, read_rows: bool = True) 
     for log in schema.spec.logtables:
         _compare_child(result, schema.logtables[log.name], {f.name.lower(): f.sql_type for f in log.fields})
     logtables = {t.name for t in schema.logtables.values()}
-    for table in schema.all_tables:  # the attempts table, and codecarbon's where it is in use
+    for table in tables:  # the attempts table, and codecarbon's
         if table is not schema.main and table.name not in logtables:
             _compare_child(result, table, None)
-    for table in schema.all_tables:
+    for table in tables:
         if result.has_table(table):
             _compare_indexes(result, table, inspector)
     if read_rows:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from py_experimenter.db.inspection import TableComparison, compare_tables
+from py_experimenter.db.inspection import TableComparison, compare_tables, compared_tables
 from py_experimenter.db.retry import first_line
 from py_experimenter.exceptions import MigrationError
 from py_experimenter.status import ExperimentStatus
@@ -97,7 +97,8 @@ class _Migrator:
         self.schema = db.schema
         # A private copy: indexes built below must not be added to the shared metadata.
         self.copy = sa.MetaData()
-        for table in self.schema.all_tables:
+        self.tables = compared_tables(self.schema, sa.inspect(conn), migrating=True)
+        for table in self.tables:
             table.to_metadata(self.copy)
         self.quote = conn.dialect.identifier_preparer.quote
 
@@ -107,7 +108,7 @@ class _Migrator:
         self._add_columns(main)
         self._retype_columns()
         self._fill_main(had_attempt)
-        for table in self.schema.all_tables[1:]:
+        for table in self.tables[1:]:
             if self.comparison.has_table(table):
                 added = self._add_columns(table)
                 if table.name in {t.name for t in self.schema.logtables.values()} and "attempt" in added:

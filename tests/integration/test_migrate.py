@@ -65,6 +65,11 @@ def legacy_table(exp: PyExperimenter, rows: list[dict[str, Any]], logs: list[dic
                  *(sa.Column(f.name, parse_sql_type(f.sql_type)) for f in log.fields))
         for log in spec.logtables
     ]
+    # 1.4.2's codecarbon table, here with only a few of its columns (an older codecarbon layout).
+    sa.Table(f"{spec.name}_codecarbon", metadata,
+             sa.Column("ID", sa.Integer, primary_key=True, autoincrement=True),
+             sa.Column("experiment_id", sa.Integer, sa.ForeignKey(f"{spec.name}.ID", ondelete="CASCADE")),
+             sa.Column("codecarbon_timestamp", sa.DateTime), sa.Column("project_name", sa.String(255)))
     with exp.db.begin() as conn:
         metadata.create_all(conn)
         conn.execute(sa.insert(main), rows)
@@ -146,6 +151,9 @@ def test_legacy_table_is_refused_then_migrated_with_every_row_kept(backend, make
     assert table.loc[1, "accuracy"] == 0.93 and table.loc[1, "model"] == "svc"  # 1.4.2's result unchanged
     assert table.loc[3, "attempt"] == 2 and table.loc[3, "model"] == "new"
     assert exp.migrate_table().changes == []  # up to date now
+    with exp.db.connect() as conn:
+        codecarbon = {c["name"] for c in sa.inspect(conn).get_columns(exp.db.schema.codecarbon.name)}
+    assert codecarbon == {c.name for c in exp.db.schema.codecarbon.columns}  # missing columns added
 
 
 def test_duplicate_legacy_rows_are_refused_with_their_ids(backend, make_experimenter):
