@@ -49,7 +49,9 @@ def _config(provider: str, table: str) -> dict[str, Any]:
                   "keyfields": {"dataset": {"type": "VARCHAR(255)", "values": ["iris"]},
                                 "seed": {"type": "INT", "values": [1, 2, 3, 4, 5]}},
                   # A bare DECIMAL: 1.4.2 made it DECIMAL(10,0) on MySQL, rounding every value.
-                  "resultfields": {"accuracy": "DOUBLE", "model": "VARCHAR(255)", "score": "DECIMAL"}},
+                  "resultfields": {"accuracy": "DOUBLE", "model": "VARCHAR(255)", "score": "DECIMAL"},
+                  # 1.4.2 makes <field>_timestamp columns VARCHAR(255); we write them all the same.
+                  "result_timestamps": True},
         "logtables": {"scores": {"f1": "DOUBLE", "note": "VARCHAR(255)"}},
     }}}
 
@@ -143,6 +145,7 @@ def _run_142_then_ours(tmp: Path, env: dict[str, str], engine: sa.Engine, table:
     assert rows[3]["attempt"] == 2 and rows[3]["model"] == "ours-3"
     # Our results keep their fraction in the bare-DECIMAL column (migrate widened it on MySQL).
     assert [float(rows[i]["score"]) for i in (3, 4, 5)] == [0.25, 0.25, 0.25]
+    assert all(rows[i]["score_timestamp"] for i in (1, 3, 4, 5))
     logs = _read(engine, f"{table}__scores")
     for log_id, log in logs_142.items():
         if log["experiment_id"] in (1, 2):

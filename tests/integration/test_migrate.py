@@ -285,3 +285,15 @@ def test_create_tables_reports_the_servers_reason(backend, make_experimenter):
             else:
                 conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{exp.config.table.name}"')
                 conn.exec_driver_sql(f'DROP TYPE "{attempts}"')
+
+
+def test_a_new_logtable_alone_is_created_when_the_table_is_opened(backend, make_experimenter):
+    old = make_experimenter(KEYFIELDS, RESULTS, LOGTABLES)
+    assert old.fill_table_from_config() == 6
+    new = make_experimenter(KEYFIELDS, RESULTS, {**LOGTABLES, "losses": {"loss": "DOUBLE"}},
+                            table=old.config.table.name)
+    try:
+        assert new.fill_table_from_config() == 0  # opens the table: creates the logtable, adds nothing
+        assert new.get_logtable("losses").empty and len(new.get_table()) == 6
+    finally:
+        new.delete_table()
