@@ -21,7 +21,7 @@ from py_experimenter.db.schema import DateTime
 from py_experimenter.exceptions import FillError
 from py_experimenter.grid import RowCanonicalizer
 from py_experimenter.status import ExperimentStatus
-from py_experimenter.values import shorten
+from py_experimenter.values import DRIVER_REFUSALS, refused_by_driver, shorten
 
 BATCH_SIZE = 5000
 CREATED = ExperimentStatus.CREATED.value
@@ -45,7 +45,7 @@ def fill_rows(db: Database, rows: Iterable[Mapping[str, Any]], *, batch_size: in
         with conn.begin():
             table_has_rows = conn.execute(sa.select(main.c.ID).limit(1)).first() is not None
             now = conn.scalar(sa.select(sa.type_coerce(db.dialect.now(), DateTime)))  # the database clock, read once
-        for chunk in _batches(checked, batch_size):
+        for start, chunk in _batches(checked, batch_size):
             batch = [dict(zip(columns, (*values, CREATED, now), strict=True)) for values in chunk]
             tries = 0
 
@@ -62,7 +62,11 @@ def fill_rows(db: Database, rows: Iterable[Mapping[str, Any]], *, batch_size: in
                         insert.executemany(conn, batch)
                     return len(batch)
 
-            added += retry_transient(insert_batch)
+            try:
+                added += retry_transient(insert_batch)
+            except DRIVER_REFUSALS as err:  # a safety net: the checks above should refuse first
+                raise refused_by_driver(f"fill (the batch from checked row {start})", err,
+                                        f"{added} rows of earlier batches were added, none of this one") from None
     return added
 
 
@@ -78,6 +82,6 @@ def _checked_rows(canonicalizer: RowCanonicalizer, rows: Any) -> list[tuple[Any,
     return [tuple(row[name] for name in (*names, "keyhash")) for row in canonicalizer.prepare(rows)]
 
 
-def _batches(rows: list[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
+def _batches(rows: list[tuple[Any, ...]], size: int) -> Iterator[tuple[int, list[tuple[Any, ...]]]]:
     for start in range(0, len(rows), size):
-        yield rows[start:start + size]
+        yield start, rows[start:start + size]

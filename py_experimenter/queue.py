@@ -25,6 +25,7 @@ from py_experimenter.db.database import Database
 from py_experimenter.db.engine import DriverStatement
 from py_experimenter.exceptions import LeaseLostError
 from py_experimenter.status import ExperimentStatus
+from py_experimenter.values import DRIVER_REFUSALS, refused_by_driver
 
 T = TypeVar("T")
 RUNNING = ExperimentStatus.RUNNING.value
@@ -200,7 +201,10 @@ class ExperimentQueue:
                 if conn.execute(stmt, {**values, **_fence(experiment)}).rowcount != 1:
                     raise self._lease_lost(experiment, "results")
 
-        self._run(once)
+        try:
+            self._run(once)
+        except DRIVER_REFUSALS as err:
+            raise refused_by_driver(f"process_results (experiment {experiment.id})", err) from None
 
     def write_logs(self, experiment: Experiment, rows: Mapping[str, list[dict[str, Any]]]) -> None:
         """Append rows to logtables for a running experiment, fenced (all or nothing)."""
@@ -216,7 +220,10 @@ class ExperimentQueue:
                               for entry in entries]
                     conn.execute(st.log_insert(logtable, frozenset(entries[0])), params)
 
-        self._run(once)
+        try:
+            self._run(once)
+        except DRIVER_REFUSALS as err:
+            raise refused_by_driver(f"process_logs (experiment {experiment.id})", err) from None
 
     def finish(
         self,

@@ -11,8 +11,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from py_experimenter.exceptions import PyExperimenterError
 from py_experimenter.sqltypes import SUPPORTED_TYPES
-from py_experimenter.values import FLOAT32_MAX, Refused, checker_for, invalid_value, plain_value, shorten
+from py_experimenter.values import (
+    FLOAT32_MAX,
+    Refused,
+    checker_for,
+    invalid_value,
+    plain_value,
+    refused_by_driver,
+    shorten,
+)
 
 BACKENDS = ["sqlite", "mysql", "postgresql"]
 
@@ -226,3 +235,13 @@ def test_every_supported_type_has_a_checker(sql_type):
     text = {"VARCHAR": "VARCHAR(5)"}.get(sql_type, sql_type)
     check = checker_for(text)
     assert check(None) is None and check.sql_type == text
+
+
+def test_a_driver_refusal_becomes_invalid_value_error():
+    from sqlalchemy import exc
+
+    driver_error = exc.DataError("INSERT ...", {}, ValueError("value too long for type character varying(5)\nDETAIL"))
+    error = refused_by_driver("process_results (experiment 3)", driver_error)
+    assert str(error) == ("process_results (experiment 3): the database refused it: ValueError: value too long "
+                          "for type character varying(5); nothing of this call was written")
+    assert isinstance(error, PyExperimenterError)
