@@ -98,12 +98,14 @@ def test_table_of_pyexperimenter_142_is_migrated_and_finished(provider: str, tmp
 
 def _run_142_then_ours(tmp: Path, env: dict[str, str], engine: sa.Engine, table: str,
                        credentials: Path | None) -> None:
-    # 1.4.2: fill, one done row with results and logs, one error row ...
-    made = subprocess.run([str(PYTHON_142), str(SCRIPT_142), "prepare"], cwd=tmp, env=env,
+    # 1.4.2: fill, one done row with results and logs, one error row ... (never with a
+    # PYTHONPATH that could lead it to our package: both are imported as py_experimenter)
+    env_142 = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    made = subprocess.run([str(PYTHON_142), str(SCRIPT_142), "prepare"], cwd=tmp, env=env_142,
                           capture_output=True, text=True, timeout=120)
     assert made.returncode == 0, made.stderr[-3000:]
     # ... and a row left running by a killed executor.
-    hanging = subprocess.Popen([str(PYTHON_142), str(SCRIPT_142), "hang"], cwd=tmp, env=env,
+    hanging = subprocess.Popen([str(PYTHON_142), str(SCRIPT_142), "hang"], cwd=tmp, env=env_142,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
