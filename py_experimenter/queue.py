@@ -139,7 +139,7 @@ class ExperimentQueue:
             if st.claim_returning is not None and not random_order:
                 row = conn.execute(st.claim_returning, self._claim_params()).first()
             else:
-                picked = conn.execute(st.pick_random if random_order else st.pick).first()
+                picked = self._pick_random(conn) if random_order else conn.execute(st.pick).first()
                 if picked is None:
                     return None
                 row = picked if st.claim_by_id.execute(
@@ -148,6 +148,21 @@ class ExperimentQueue:
             if row is None:
                 return None
             return self._open_attempt(conn, row)
+
+    def _pick_random(self, conn: Connection) -> Any:
+        """A random claimable row, locked (see :meth:`Dialect.pick_random_candidates`)."""
+        st = self._statements
+        if st.pick_candidates is None:
+            return conn.execute(st.pick_random).first()
+        for _ in range(3):
+            candidates = list(conn.scalars(st.pick_candidates))
+            if not candidates:
+                return None
+            row = conn.execute(st.pick_among, {"candidates": candidates}).first()
+            if row is not None:
+                return row
+        # Other executors hold every candidate seen: take the next free row in order instead.
+        return conn.execute(st.pick).first()
 
     def claim_id(self, experiment_id: int, from_status: ExperimentStatus) -> Experiment | None:
         """Claim one given experiment if it is in ``from_status``; None otherwise."""
@@ -297,6 +312,8 @@ class _Statements:
                         *(main.c[k] for k in db.schema.spec.keyfield_names)]
         self.pick = d.pick_created(main, pick_columns, random_order=False)
         self.pick_random = d.pick_created(main, pick_columns, random_order=True)
+        self.pick_candidates = d.pick_random_candidates(main) if d.random_candidates else None
+        self.pick_among = d.pick_among(main, pick_columns)
         self.select_by_id = sa.select(*pick_columns, main.c.status).where(main.c.ID == bp("eid"))
         claim_values = dict(
             status=RUNNING, attempt=main.c.attempt + 1, start_date=d.now(), worker=bp("worker"),

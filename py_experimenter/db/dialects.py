@@ -53,6 +53,21 @@ class Dialect:
             stmt = stmt.with_for_update(skip_locked=True)
         return stmt
 
+    #: How many random candidate IDs a random-order claim reads without locking before it
+    #: locks one of them (:meth:`pick_random_candidates`); 0: one locking SELECT ordered at random.
+    random_candidates = 0
+
+    def pick_random_candidates(self, table: sa.Table) -> sa.Select[Any]:
+        """IDs of up to :attr:`random_candidates` random ``created`` rows, read without locking."""
+        return (sa.select(table.c.ID).where(table.c.status == CREATED).order_by(self.random_order())
+                .limit(self.random_candidates))
+
+    def pick_among(self, table: sa.Table, columns: Sequence[sa.ColumnElement[Any]]) -> sa.Select[Any]:
+        """Lock one still ``created`` row among the IDs bound to ``candidates``, skipping held ones."""
+        stmt = (sa.select(*columns).where(table.c.ID.in_(sa.bindparam("candidates", expanding=True)),
+                                          table.c.status == CREATED).limit(1))
+        return stmt.with_for_update(skip_locked=True) if self.skip_locked else stmt
+
 
 class SQLiteDialect(Dialect):
     name = "sqlite"
@@ -90,6 +105,11 @@ class MySQLDialect(Dialect):
 
     def random_order(self) -> sa.ColumnElement[Any]:
         return sa.func.rand()
+
+    # InnoDB locks every row a locking read examines, before ORDER BY RAND() sorts them: one
+    # "ORDER BY RAND() LIMIT 1 FOR UPDATE SKIP LOCKED" locked every created row, and the other
+    # executors found nothing to claim. Random candidates are read without locking instead.
+    random_candidates = 16
 
     def insert_skipping_duplicates(self, table: sa.Table) -> sa.Insert:
         # Not INSERT IGNORE: that would also turn truncation and type errors into warnings.
