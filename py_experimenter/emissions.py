@@ -192,17 +192,18 @@ class EmissionsRecorder:
     """Measures each experiment with CodeCarbon and stores the figures in ``<table>_codecarbon``.
 
     :param settings: the experiment file's ``CodeCarbon`` / ``CODECARBON`` section.
-    :param call_timeout: seconds one tracker call may take before it is abandoned.
+    :param call_timeout: seconds one tracker call may take before it is abandoned
+        (default: :data:`CALL_TIMEOUT_SECONDS`).
 
     The executor calls :meth:`start` before an experiment, :meth:`stop` after it (before
     the row is finished) and :meth:`close` when it leaves. None of them raises.
     """
 
-    def __init__(self, settings: Mapping[str, Any], *, call_timeout: float = CALL_TIMEOUT_SECONDS):
+    def __init__(self, settings: Mapping[str, Any], *, call_timeout: float | None = None):
         self.settings = dict(settings)
         self.offline = not (self.settings.get("offline_mode") is False
                             or str(self.settings.get("offline_mode", "")).strip().lower() == "false")
-        self.call_timeout = call_timeout
+        self.call_timeout = CALL_TIMEOUT_SECONDS if call_timeout is None else call_timeout
         self.store = EmissionsStore()
         self._reset()
 
@@ -249,7 +250,7 @@ class EmissionsRecorder:
                       f"{experiment.id}: {_describe(err)}; no emission figures are stored for it")
             return
         try:
-            stored = self.store.insert(queue.db, experiment, data, offline=self.offline)
+            stored = self.store.insert(queue, experiment, data, offline=self.offline)
         except Exception as err:
             warn_once(f"insert:{type(err).__name__}", f"the emission figures of experiment {experiment.id} "
                       f"could not be stored in {queue.db.schema.codecarbon.name!r}: {_describe(err)}")

@@ -19,7 +19,7 @@ from py_experimenter.status import ExperimentStatus
 
 if TYPE_CHECKING:
     from py_experimenter.db.database import Database
-    from py_experimenter.queue import Experiment
+    from py_experimenter.queue import Experiment, ExperimentQueue
 
 #: ``<table>_codecarbon`` column ← CodeCarbon ``EmissionsData`` field.
 COLUMN_FIELDS: dict[str, str] = {
@@ -139,14 +139,20 @@ class EmissionsStore:
             self._statements[table.name] = stmt
         return stmt
 
-    def insert(self, db: Database, experiment: Experiment, data: Any, *, offline: bool) -> bool:
-        """Store ``data`` for ``experiment``'s attempt; False when the attempt no longer runs."""
+    def insert(self, queue: ExperimentQueue, experiment: Experiment, data: Any, *, offline: bool) -> bool:
+        """Store ``data`` for ``experiment``'s attempt; False when the attempt no longer runs.
+
+        Uses the queue's persistent connection (no pool checkout and ping per experiment);
+        deadlocks and outages are retried like the queue's own writes.
+        """
+        db = queue.db
         stmt = self.statement(db)
         params = {**row_values(db.schema.codecarbon, data, offline=offline),
                   "eid": experiment.id, "att": experiment.attempt}
 
         def once() -> bool:
-            with db.begin() as conn:
+            conn = queue.conn  # a fresh one after a disconnect invalidated the last
+            with conn.begin():
                 return conn.execute(stmt, params).rowcount == 1
 
         return db.run(once)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import logging
 import platform
 import sys
+import threading
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 import pytest
@@ -314,3 +315,53 @@ def test_cli_run_tracks_when_the_file_has_a_codecarbon_section(tmp_path, monkeyp
     assert ("cli_cc_codecarbon" in _table_names(exp)) is (tracked or section is not None)
     assert len(exp.get_codecarbon_table()) == (1 if tracked else 0)
     exp.db.dispose()
+
+
+class _Hanging(_OddValues):
+    """A tracker that never returns from ``start_task`` (a network call that hangs)."""
+
+    release = threading.Event()
+
+    def start_task(self, task_name: str | None = None) -> None:
+        self.release.wait(60)
+
+
+def test_a_hanging_tracker_does_not_hold_the_experiment(make_experimenter, monkeypatch, caplog):
+    monkeypatch.setattr(_Hanging, "release", threading.Event())  # a fresh one per backend
+    monkeypatch.setattr(codecarbon, "OfflineEmissionsTracker", _Hanging)
+    monkeypatch.setattr("py_experimenter.emissions.CALL_TIMEOUT_SECONDS", 0.5)
+    exp = make_experimenter(KEYFIELDS, {"score": "FLOAT"}, use_codecarbon=True, Execution=FAST)
+    exp.fill_table_from_config()
+    started = time.monotonic()
+    try:
+        with caplog.at_level(logging.WARNING, logger="py-experimenter"):
+            assert exp.execute(busy_experiment) == 2
+    finally:
+        _Hanging.release.set()
+    assert time.monotonic() - started < 10  # two experiments of 0.3 s, two abandoned 0.5 s waits
+    assert set(exp.get_table()["status"]) == {"done"}
+    assert exp.get_codecarbon_table().empty
+    messages = _cc_warnings(caplog)
+    assert len(messages) == 1 and "did not start a task within 0.5 s" in messages[0]
+
+
+class _Recording(_OddValues):
+    """Remembers the options it was made with."""
+
+    made: ClassVar[list[dict[str, Any]]] = []
+
+    def __init__(self, **options: Any):
+        self.made.append(options)
+
+
+def test_offline_mode_false_uses_the_online_tracker_as_1_4_2_did(make_experimenter, monkeypatch):
+    monkeypatch.setattr(_Recording, "made", [])
+    monkeypatch.setattr(codecarbon, "EmissionsTracker", _Recording)
+    exp = make_experimenter({"seed": {"type": "INT", "values": [1]}}, {"score": "FLOAT"}, use_codecarbon=True,
+                            Execution=FAST, CodeCarbon={"offline_mode": False, "measure_power_secs": 2})
+    exp.fill_table_from_config()
+    assert exp.execute(busy_experiment) == 1
+    assert len(_Recording.made) == 1
+    assert _Recording.made[0]["measure_power_secs"] == 2 and "offline_mode" not in _Recording.made[0]
+    row = exp.get_codecarbon_table().iloc[0]
+    assert bool(row["offline_mode"]) is False and row["energy_consumed_kw"] == 0.5
