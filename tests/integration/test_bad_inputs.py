@@ -253,3 +253,29 @@ def test_logs_round_trip(exp, running):
     table = exp.get_logtable("train")
     assert list(table["epoch"]) == [1, 2] and table["loss"].iloc[0] == 0.125 and math.isnan(table["loss"].iloc[1])
     assert list(table["phase"]) == ["fit", "évalu"]
+
+
+def test_time_json_blob_and_text_families_read_back_equal(make_experimenter, backend):
+    results = {"tm": "TIME", "ts": "TIMESTAMP", "da": "DATE", "js": "JSON", "bl": "BLOB", "mt": "MEDIUMTEXT",
+               "tx": "TEXT", "tiny": "TINYINT", "sm": "SMALLINT", "real": "REAL", "num": "NUMERIC(4,1)"}
+    exp = make_experimenter({"k": {"type": "INT"}}, results)
+    exp.fill_table_with_rows([{"k": 1}])
+    queue = ExperimentQueue(exp.db, WorkerIdentity(name="families"))
+    experiment = queue.claim()
+    assert experiment is not None
+    values = {"tm": dt.time(23, 59, 58, 250000), "ts": "2024-05-01T10:00:00", "da": dt.date(1000, 1, 1),
+              "js": {"nested": [1, 2.5, None, True, "é"], "n": 2**53}, "bl": b"\x00\x01\xff", "mt": "é" * 40000,
+              "tx": ("a", 1), "tiny": -32768, "sm": 32767, "real": 0.1, "num": -999.94}
+    try:
+        ResultProcessor(queue, experiment).process_results(values)
+        with pytest.raises(InvalidValueError, match=r"'tx' \(TEXT\): value 'é{20,}.*65536 bytes of UTF-8"):
+            ResultProcessor(queue, experiment).process_results({"tx": "é" * 32768, "sm": 1})
+    finally:
+        queue.close()
+    row = exp.get_table().iloc[0]
+    whole = backend.provider == "mysql"
+    assert row["tm"] == dt.time(23, 59, 58, 0 if whole else 250000)
+    assert row["ts"] == dt.datetime(2024, 5, 1, 10) and row["da"] == dt.date(1000, 1, 1)
+    assert row["js"] == values["js"] and bytes(row["bl"]) == b"\x00\x01\xff" and row["mt"] == "é" * 40000
+    assert row["tx"] == '["a", 1]' and row["tiny"] == -32768 and row["sm"] == 32767
+    assert row["real"] == pytest.approx(0.1, rel=1e-6) and row["num"] == -999.9
