@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -13,12 +14,14 @@ from sqlalchemy.engine import URL, Connection, Engine
 
 from py_experimenter.db.dialects import Dialect, dialect_for
 from py_experimenter.db.engine import backend_name, create_engine, describe
-from py_experimenter.db.inspection import CREATE_TABLE, TableComparison, compare_tables
+from py_experimenter.db.inspection import TableComparison, compare_tables
 from py_experimenter.db.retry import first_line, retry_outage
 from py_experimenter.db.schema import Schema
 from py_experimenter.exceptions import DatabaseConnectionError, TableError
 
 T = TypeVar("T")
+#: How often ``create_tables`` tries CREATE TABLE (a concurrent creator may be half-way).
+CREATE_TRIES = 3
 
 
 class Database:
@@ -137,13 +140,18 @@ class Database:
             if before.main_exists:
                 self._refuse_differences(before)
             failure: sa.exc.DBAPIError | None = None
-            try:
-                with conn.begin():
-                    self.schema.metadata.create_all(conn, tables=self.schema.all_tables, checkfirst=True)
-            except sa.exc.DBAPIError as err:
-                # Perhaps another process created them at the same moment: verification decides,
-                # and reports the server's reason if a table really is missing.
-                failure = err
+            for attempt in range(CREATE_TRIES):
+                try:
+                    with conn.begin():
+                        self.schema.metadata.create_all(conn, tables=self.schema.all_tables, checkfirst=True)
+                    failure = None
+                    break
+                except sa.exc.DBAPIError as err:
+                    # Perhaps another process is creating them at the same moment: try again
+                    # (checkfirst skips what it made); verification decides, and reports the
+                    # server's reason if a table really is missing.
+                    failure = err
+                    time.sleep(0.1 * (attempt + 1))
             self.verify_tables(conn, failure)
 
     def verify_tables(self, conn: Connection, failure: sa.exc.DBAPIError | None = None) -> None:
@@ -161,7 +169,7 @@ class Database:
 
     def _refuse_differences(self, comparison: TableComparison) -> None:
         # Missing side tables (a new logtable, the attempts table) are simply created.
-        if all(d.what == CREATE_TABLE for d in comparison.differences):
+        if all(d.optional for d in comparison.differences):
             return
         name = self.schema.main.name
         if comparison.unsafe:

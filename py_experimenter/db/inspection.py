@@ -46,6 +46,10 @@ class Difference:
     index: str | None = None
     #: For a column to change to its configured type (a widening that keeps every value).
     retype: str | None = None
+    #: Opening the table works without this change (a side table ``create_all`` creates, a
+    #: non-unique index): not a reason to refuse, e.g. while another process on MySQL is
+    #: still creating the indexes of a new table one statement at a time.
+    optional: bool = False
 
     def __str__(self) -> str:
         return f"{self.table}: {self.what}"
@@ -272,7 +276,7 @@ def _compare_child(result: TableComparison, table: sa.Table, types: dict[str, st
     """A logtable (``types``: its configured column types) must match; the attempts and
     codecarbon tables (``types`` None) only need our columns, extra ones are left alone."""
     if not result.has_table(table):
-        result.differences.append(Difference(table.name, CREATE_TABLE, True))
+        result.differences.append(Difference(table.name, CREATE_TABLE, True, optional=True))
         return
     have = result.existing[table.name]
     for column in result.missing_columns(table):
@@ -297,7 +301,8 @@ def _compare_indexes(result: TableComparison, table: sa.Table, inspector: Any) -
         if cols not in (unique if index.unique else every):
             shown = [c.name for c in index.columns]
             result.differences.append(
-                Difference(table.name, f"add index {index.name} {shown}", True, str(index.name)))
+                Difference(table.name, f"add index {index.name} {shown}", True, str(index.name),
+                           optional=not index.unique))
     for constraint in table.constraints:
         if isinstance(constraint, sa.UniqueConstraint):
             cols = tuple(c.name.lower() for c in constraint.columns)

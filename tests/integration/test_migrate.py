@@ -297,3 +297,24 @@ def test_a_new_logtable_alone_is_created_when_the_table_is_opened(backend, make_
         assert new.get_logtable("losses").empty and len(new.get_table()) == 6
     finally:
         new.delete_table()
+
+
+def _open(paths: tuple[str, str]) -> str | None:
+    try:
+        experimenter = PyExperimenter(paths[0], paths[1], use_codecarbon=False)
+        experimenter.create_table()
+        experimenter.db.dispose()
+        return None
+    except Exception as err:  # reported to the test, which shows it
+        return f"{type(err).__name__}: {err}"
+
+
+def test_concurrent_creation_of_a_new_table_succeeds_everywhere(backend, make_experimenter):
+    import multiprocessing
+
+    exp = make_experimenter(KEYFIELDS, RESULTS, LOGTABLES)
+    paths = (str(backend.workdir / f"{exp.config.table.name}.yml"), str(backend.credentials_file()))
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        outcomes = pool.map(_open, [paths] * 4)
+    assert outcomes == [None] * 4
+    assert exp.migrate_table().changes == []  # complete: every column and index is there
