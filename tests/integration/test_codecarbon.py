@@ -365,3 +365,17 @@ def test_offline_mode_false_uses_the_online_tracker_as_1_4_2_did(make_experiment
     assert _Recording.made[0]["measure_power_secs"] == 2 and "offline_mode" not in _Recording.made[0]
     row = exp.get_codecarbon_table().iloc[0]
     assert bool(row["offline_mode"]) is False and row["energy_consumed_kw"] == 0.5
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # the same on every backend; SQLite is quick
+def test_each_executor_process_has_its_own_tracker(make_experimenter):
+    exp = make_experimenter({"seed": {"type": "INT", "values": [1, 2, 3, 4]}}, {"score": "FLOAT"},
+                            use_codecarbon=True, Execution=FAST, CodeCarbon={"tracking_mode": "process"})
+    exp.fill_table_from_config()
+    assert exp.execute(busy_experiment, n_jobs=2) == 4
+    table = exp.get_table().set_index("ID")
+    emissions = exp.get_codecarbon_table()
+    assert sorted(emissions["experiment_id"]) == sorted(table.index)
+    assert set(emissions["tracking_mode"]) == {"process"}
+    for _, row in emissions.iterrows():
+        assert row["duration_seconds"] >= 0.25 and row["energy_consumed_kw"] > 0
