@@ -91,6 +91,8 @@ class Executor:
         self.queue = queue
         self.function = function
         self.adapter = adapter
+        if adapter is not None:  # its containers and folders are scoped to this table
+            adapter.bind(queue.db)
         self.custom = custom
         self.execution = execution = execution or ExecutionSpec()
         self.emissions = emissions

@@ -61,8 +61,9 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from py_experimenter.adapters.scope import OWNER_FILE, results_folder, table_scope
 from py_experimenter.config import ExperimentConfig
 from py_experimenter.db.retry import first_line
 from py_experimenter.exceptions import (
@@ -75,7 +76,11 @@ from py_experimenter.grid import plain_value
 from py_experimenter.queue import AttemptReport, Experiment
 from py_experimenter.result_processor import ResultProcessor
 
-__all__ = ["TAIL_LINES", "AdapterOutcome", "AdapterUnavailableError", "AttemptFiles", "ExperimentAdapter"]
+if TYPE_CHECKING:
+    from py_experimenter.db.database import Database
+
+__all__ = ["OWNER_FILE", "TAIL_LINES", "AdapterOutcome", "AdapterUnavailableError", "AttemptFiles",
+           "ExperimentAdapter", "table_scope"]
 
 StopCheck = Callable[[], tuple[str, str] | None]
 #: How many lines of output an ``error`` outcome quotes.
@@ -113,6 +118,20 @@ class ExperimentAdapter(ABC):
     def __init__(self, config: ExperimentConfig):
         self.config = config
         self.execution = config.execution
+        #: The stable id of the table this adapter runs for (:func:`table_scope`), once bound.
+        self.scope: str | None = None
+        self._scope_text = ""
+        self._table_folder: Path | None = None
+
+    def bind(self, db: Database) -> None:
+        """Tie the adapter to the table whose experiments it runs (the executor does this).
+
+        Tables of the same name in other databases (another SQLite file, server, port or
+        database) share containers' labels and ``results_dir`` with this one: the scope keeps
+        :meth:`remove_orphans` and :meth:`attempt_folder` to what belongs to this table.
+        """
+        self.scope, self._scope_text = table_scope(db)
+        self._table_folder = None
 
     @abstractmethod
     def check(self) -> None:
@@ -134,7 +153,8 @@ class ExperimentAdapter(ABC):
     def remove_orphans(self, is_live: Callable[[int, int], bool]) -> int:
         """Remove what attempts that are no longer running left behind (an executor killed with
         ``kill -9`` cannot clean up); ``is_live(experiment_id, attempt)`` says which still run.
-        Returns how many were removed. Nothing to do for most adapters."""
+        Only what carries this table's scope (:meth:`bind`) is considered; an unbound adapter
+        removes nothing. Returns how many were removed. Nothing to do for most adapters."""
         return 0
 
     # -- shared steps ---------------------------------------------------------------------
@@ -185,11 +205,18 @@ class ExperimentAdapter(ABC):
 
     @contextmanager
     def attempt_folder(self, experiment: Experiment) -> Iterator[Path]:
-        """A fresh folder for one attempt; a temporary one (removed afterwards) without results_dir."""
+        """A fresh folder for one attempt; a temporary one (removed afterwards) without results_dir.
+
+        With ``results_dir`` it is ``<results_dir>/<table>/<experiment_id>/attempt-<n>``, where
+        ``<table>`` belongs to the first database whose table used it (see :data:`OWNER_FILE`);
+        a table of the same name in another database gets ``<table>.<scope>`` instead, so it
+        never replaces another table's attempt folders.
+        """
         parts = (self.config.table.name, str(experiment.id), f"attempt-{experiment.attempt}")
         if self.execution.results_dir is not None:
-            folder = Path(os.path.abspath(self.execution.results_dir)).joinpath(*parts)
-            if folder.exists():
+            table_folder = self._results_table_folder(Path(os.path.abspath(self.execution.results_dir)))
+            folder = table_folder.joinpath(*parts[1:])
+            if folder.exists():  # an attempt of this very table that left it behind
                 shutil.rmtree(folder)
             folder.mkdir(parents=True)
             yield folder
@@ -201,6 +228,15 @@ class ExperimentAdapter(ABC):
             yield folder
         finally:
             shutil.rmtree(top, ignore_errors=True)
+
+    def _results_table_folder(self, root: Path) -> Path:
+        """This table's folder under ``results_dir`` (claimed for its scope on first use)."""
+        if self.scope is None:  # an adapter used on its own, outside an executor
+            return root / self.config.table.name
+        if self._table_folder is None:
+            self._table_folder = results_folder(root, self.config.table.name, self.scope, self._scope_text,
+                                                self.config.source)
+        return self._table_folder
 
     def prepare(self, experiment: Experiment, custom: Mapping[str, Any], folder: Path, *,
                 results_dir: str, data_dir: str | None) -> AttemptFiles:

@@ -10,7 +10,8 @@ may not run as root), ``Execution.datasets`` read-only at ``/data``, only ``Exec
 ``PY_EXPERIMENTER_*`` variables as its environment, ``network_mode`` = ``Execution.network`` (``none`` unless
 set), a memory limit without swap (``mem_limit`` = ``memswap_limit`` = ``Execution.memory``),
 ``nano_cpus`` from ``Execution.cpus``, ``Execution.gpus`` GPUs through a device request, and the labels
-``py_experimenter.table``, ``py_experimenter.experiment`` and ``py_experimenter.attempt``. Without
+``py_experimenter.table``, ``py_experimenter.experiment``, ``py_experimenter.attempt`` and
+``py_experimenter.scope`` (which database's table: see :meth:`ExperimentAdapter.bind`). Without
 ``Execution.command`` the image's ENTRYPOINT gets the parameters JSON as its only argument, so such an image
 needs an ENTRYPOINT (:meth:`DockerAdapter.check` says so otherwise).
 
@@ -44,7 +45,7 @@ from py_experimenter.exceptions import ConfigError
 from py_experimenter.queue import AttemptReport, Experiment
 from py_experimenter.result_processor import ResultProcessor
 
-__all__ = ["LABELS", "DockerAdapter"]
+__all__ = ["LABELS", "SCOPE_LABEL", "DockerAdapter"]
 
 logger = logging.getLogger("py-experimenter")
 
@@ -52,6 +53,9 @@ POLL_SECONDS = 0.1
 FIRST_POLL_SECONDS = 0.01
 #: Label keys of every container the adapter starts (values: table name, experiment ID, attempt).
 LABELS = ("py_experimenter.table", "py_experimenter.experiment", "py_experimenter.attempt")
+#: Label of the table's scope (:func:`~py_experimenter.adapters.contract.table_scope`): tables of
+#: the same name in other databases never touch each other's containers.
+SCOPE_LABEL = "py_experimenter.scope"
 _ENDED = frozenset({"exited", "dead", "stopped"})
 _DEFAULT_HOST = "the default socket unix:///var/run/docker.sock"
 
@@ -175,9 +179,13 @@ class DockerAdapter(ExperimentAdapter):
 
     def remove_orphans(self, is_live: Callable[[int, int], bool]) -> int:
         """Remove this table's containers whose attempt is no longer running (its executor was
-        killed before it could remove them)."""
+        killed before it could remove them). Only containers labelled with this table's scope
+        count: a table of the same name in another database is never touched."""
+        if self.scope is None:
+            logger.debug("docker adapter not bound to a table: no leftover containers are removed")
+            return 0
         removed = 0
-        for container in _orphans(self.client, self.config.table.name, is_live):
+        for container in _orphans(self.client, self.config.table.name, self.scope, is_live):
             logger.warning("removing container %s left behind by a lost attempt", container.id[:12])
             _remove(self.client, container, container.id)
             removed += 1
@@ -189,6 +197,7 @@ class DockerAdapter(ExperimentAdapter):
         if ex.datasets is not None:
             volumes[os.path.abspath(ex.datasets)] = {"bind": "/data", "mode": "ro"}
         labels = dict(zip(LABELS, (self.config.table.name, str(experiment.id), str(experiment.attempt)), strict=True))
+        labels[SCOPE_LABEL] = self.scope or "unbound"
         args: dict[str, Any] = {
             "image": ex.image, "command": files.command if files.command is not None else [files.params],
             "environment": files.env, "volumes": volumes, "network_mode": ex.network, "labels": labels,
@@ -239,15 +248,18 @@ class DockerAdapter(ExperimentAdapter):
         return "error", f"the container exited with code {code}{shown}"
 
 
-def _orphans(client: Any, table: str, is_live: Callable[[int, int], bool]) -> Iterator[Any]:
+def _orphans(client: Any, table: str, scope: str, is_live: Callable[[int, int], bool]) -> Iterator[Any]:
     docker = _docker()
     try:
-        containers = client.containers.list(all=True, filters={"label": f"{LABELS[0]}={table}"}, sparse=True)
+        containers = client.containers.list(
+            all=True, filters={"label": [f"{LABELS[0]}={table}", f"{SCOPE_LABEL}={scope}"]}, sparse=True)
     except docker.errors.APIError as exc:  # e.g. one removed while listing: next time
         logger.warning("could not list containers of table %s: %s", table, _reason(exc))
         return
     for container in containers:
         labels = container.attrs.get("Labels") or {}
+        if labels.get(LABELS[0]) != table or labels.get(SCOPE_LABEL) != scope:
+            continue  # engines differ in how they combine label filters: check both here
         try:
             experiment, attempt = int(labels[LABELS[1]]), int(labels[LABELS[2]])
         except (KeyError, ValueError):
