@@ -40,7 +40,8 @@ def _mine(client: Any, table: str) -> list[Any]:
 
 
 def test_example_image_table_runs_end_to_end_from_the_cli(backend: Backend, docker_client: Any):
-    example = yaml.safe_load((ROOT / "docs" / "examples" / "container" / "experiment.yml").read_text())["PY_EXPERIMENTER"]
+    example_file = ROOT / "docs" / "examples" / "container" / "experiment.yml"
+    example = yaml.safe_load(example_file.read_text())["PY_EXPERIMENTER"]
     table = f"box_{uuid.uuid4().hex[:10]}"
     data = experiment_yaml(backend.provider, table, example["Database"]["table"]["keyfields"],
                            example["Database"]["table"]["resultfields"], example["Database"]["logtables"],
