@@ -27,7 +27,6 @@ from py_experimenter.db.retry import first_line, is_disconnect, retry_transient
 from py_experimenter.db.schema import result_columns
 from py_experimenter.exceptions import ConfigError, DatabaseConnectionError, DatabaseError, TableError, WhereError
 from py_experimenter.status import ExperimentStatus
-from py_experimenter.where import parse_where
 
 T = TypeVar("T")
 RUNNING = ExperimentStatus.RUNNING.value
@@ -151,6 +150,8 @@ class ExperimentAdmin:
     def _chosen(self, where: str | None) -> list[Any]:
         if where is None:
             return []
+        from py_experimenter.where import parse_where  # sqlglot only when a condition is given
+
         return [parse_where(where, self.db.schema.main, self.db.backend)]
 
     def _write(self, action: Callable[[], T], where: str | None) -> T:

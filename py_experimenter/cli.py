@@ -169,6 +169,12 @@ _EXECUTION_OPTIONS = (
 
 
 def _experimenter(args: argparse.Namespace) -> PyExperimenter:
+    experimenter = _make_experimenter(args)
+    _DATABASE.append(describe(experimenter.db.url))
+    return experimenter
+
+
+def _make_experimenter(args: argparse.Namespace) -> PyExperimenter:
     return PyExperimenter(
         args.config, args.credentials, table_name=args.table, database_name=args.database,
         use_codecarbon=_use_codecarbon(args), name=getattr(args, "name", "PyExperimenter"),
@@ -298,10 +304,18 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DatabaseConnectionE
 _DRIVER_USER_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DatabaseError)
 
 
+#: The database of the command being run (password hidden), for driver errors' messages.
+_DATABASE: list[str] = []
+
+
 def _one_line(err: BaseException) -> str:
     """An error as one line: its text's lines joined (drivers and YAML add detail lines)."""
     if isinstance(err, sa.exc.DBAPIError):
-        return f"database error: {first_line(err.orig)}"
+        where = f" on {_DATABASE[-1]}" if _DATABASE else ""
+        reason = first_line(err.orig)
+        if "file is not a database" in reason:
+            reason += " (that file is not a SQLite database: check the database name or the credential file's url)"
+        return f"database error{where}: {reason}"
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return " | ".join(lines) or type(err).__name__
 
