@@ -45,7 +45,7 @@ T = TypeVar("T")
 #: The country assumed offline when no country is configured anywhere (3-letter ISO code).
 DEFAULT_COUNTRY_ISO_CODE = "USA"
 #: Seconds a tracker call (create, start, stop) may take before it is abandoned.
-CALL_TIMEOUT_SECONDS = 60.0
+CALL_TIMEOUT_SECONDS = 30.0
 #: Tasks one tracker measures before it is replaced (CodeCarbon keeps every task in memory).
 TASKS_PER_TRACKER = 1000
 
@@ -232,9 +232,9 @@ class EmissionsRecorder:
                 call_with_timeout(tracker.start, self.call_timeout, "start")
             self._measuring = True
         except Exception as err:
-            self._discard()
+            self._discard(err)
             warn_once(f"start:{type(err).__name__}", f"codecarbon could not start measuring: {_describe(err)}; "
-                      "the experiment runs without emission figures")
+                      f"the experiment runs without emission figures{self._given_up(err)}")
 
     def stop(self, queue: ExperimentQueue, experiment: Experiment) -> None:
         """Stop measuring and store the figures for ``experiment``'s attempt, if it is still running."""
@@ -245,9 +245,9 @@ class EmissionsRecorder:
         try:
             data = self._stop_measuring(tracker)
         except Exception as err:
-            self._discard()
+            self._discard(err)
             warn_once(f"stop:{type(err).__name__}", f"codecarbon could not stop measuring experiment "
-                      f"{experiment.id}: {_describe(err)}; no emission figures are stored for it")
+                      f"{experiment.id}: {_describe(err)}; no emission figures are stored for it{self._given_up(err)}")
             return
         try:
             stored = self.store.insert(queue, experiment, data, offline=self.offline)
@@ -323,12 +323,19 @@ class EmissionsRecorder:
             tracker = cls(**options)
         return tracker
 
-    def _discard(self) -> None:
-        """Forget a tracker that failed: the next experiment gets a new one."""
+    def _discard(self, err: Exception) -> None:
+        """Forget a tracker that failed: the next experiment gets a new one, unless it hung
+        (then tracking stops in this process: a tracker waiting on the network would hold up
+        every experiment by the time limit)."""
         tracker, self._tracker, self._tasks = self._tracker, None, 0
-        if tracker is not None:
+        if isinstance(err, TrackerTimeout):
+            self._disabled = True
+        elif tracker is not None:
             with contextlib.suppress(Exception):
                 call_with_timeout(tracker.stop, min(self.call_timeout, 5.0), "stop")
+
+    def _given_up(self, err: Exception) -> str:
+        return "; emissions are no longer tracked in this process" if isinstance(err, TrackerTimeout) else ""
 
 
 def _describe(err: BaseException) -> str:

@@ -321,6 +321,10 @@ class _Hanging(_OddValues):
     """A tracker that never returns from ``start_task`` (a network call that hangs)."""
 
     release = threading.Event()
+    made: ClassVar[list[object]] = []
+
+    def __init__(self, **options: Any):
+        self.made.append(self)
 
     def start_task(self, task_name: str | None = None) -> None:
         self.release.wait(60)
@@ -328,6 +332,7 @@ class _Hanging(_OddValues):
 
 def test_a_hanging_tracker_does_not_hold_the_experiment(make_experimenter, monkeypatch, caplog):
     monkeypatch.setattr(_Hanging, "release", threading.Event())  # a fresh one per backend
+    monkeypatch.setattr(_Hanging, "made", [])
     monkeypatch.setattr(codecarbon, "OfflineEmissionsTracker", _Hanging)
     monkeypatch.setattr("py_experimenter.emissions.CALL_TIMEOUT_SECONDS", 0.5)
     exp = make_experimenter(KEYFIELDS, {"score": "FLOAT"}, use_codecarbon=True, Execution=FAST)
@@ -338,11 +343,13 @@ def test_a_hanging_tracker_does_not_hold_the_experiment(make_experimenter, monke
             assert exp.execute(busy_experiment) == 2
     finally:
         _Hanging.release.set()
-    assert time.monotonic() - started < 10  # two experiments of 0.3 s, two abandoned 0.5 s waits
+    assert time.monotonic() - started < 10  # two experiments of 0.3 s, one abandoned 0.5 s wait
     assert set(exp.get_table()["status"]) == {"done"}
     assert exp.get_codecarbon_table().empty
     messages = _cc_warnings(caplog)
     assert len(messages) == 1 and "did not start a task within 0.5 s" in messages[0]
+    assert "no longer tracked in this process" in messages[0]
+    assert len(_Hanging.made) == 1  # given up after the hang, not tried again for the second experiment
 
 
 class _Recording(_OddValues):
