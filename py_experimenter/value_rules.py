@@ -198,6 +198,8 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | str):
         if isinstance(value, str):
             _check_text(value)
+        elif isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            raise Refused("a JSON integer beyond 64 bits (SQLite would keep it only approximately)")
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -206,6 +208,8 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         if not all(isinstance(key, str) for key in value):
             raise Refused("JSON object keys must be text")
+        for key in value:
+            _check_text(key)
         return {key: _jsonable(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(item) for item in value]

@@ -33,8 +33,8 @@ value accepted on one backend is accepted (and reads back equal) on the others:
 - DATETIME / TIMESTAMP, DATE, TIME: ``datetime`` / ``date`` / ``time`` objects or ISO text,
   naive (no time zone), years 1000 to 9999. MySQL/MariaDB hold whole seconds: the fraction is
   dropped there before storing (and before hashing a keyfield).
-- JSON: anything ``json.dumps`` accepts without NaN (numpy values converted, tuples become
-  lists, keys must be text); reads back as the parsed JSON.
+- JSON: anything ``json.dumps`` accepts without NaN or integers beyond 64 bits (numpy values
+  converted, tuples become lists, keys must be text); reads back as the parsed JSON.
 - BLOB: bytes, within 65,535 / 16,777,215 / 4 GiB - 1 bytes (BLOB / MEDIUMBLOB / LONGBLOB).
 """
 

@@ -21,7 +21,7 @@ from py_experimenter.result_processor import ResultProcessor
 
 KEYFIELDS = {"dataset": {"type": "VARCHAR(8)"}, "seed": {"type": "INT"}}
 RESULTS = {"score": "DOUBLE", "big": "BIGINT", "label": "VARCHAR(5)", "notes": "LONGTEXT", "flag": "BOOL",
-           "when": "DATETIME", "price": "DECIMAL(6,2)", "blob": "JSON"}
+           "when": "DATETIME", "price": "DECIMAL(6,2)"}
 LOGS = {"train": {"epoch": "INT", "loss": "DOUBLE", "phase": "VARCHAR(5)"}}
 
 
@@ -192,7 +192,6 @@ def _results(exp):
     ({"flag": 2}, r"'flag' \(BOOL\): value 2 refused: not a boolean"),
     ({"when": "soon"}, r"'when' \(DATETIME\): value 'soon' refused: text that is not an ISO date-time"),
     ({"price": 12345.0}, r"'price' \(DECIMAL\(6,2\)\): .*more than 4 digits"),
-    ({"blob": {"x": math.inf}}, r"'blob' \(JSON\).*NaN"),
 ])
 def test_results_the_column_cannot_hold(exp, running, results, message):
     running.process_results({"score": 0.25, "label": "first"})
@@ -215,11 +214,11 @@ def test_unknown_resultfield(running):
 
 def test_results_accept_numpy_scalars_and_json_encode_lists_into_text(exp, running):
     running.process_results({"score": np.float32(0.5), "big": np.int64(2**40), "flag": np.bool_(True),
-                             "notes": [1, np.int64(2)], "blob": {"a": np.arange(2)}, "price": np.float64(3.14159),
+                             "notes": [1, np.int64(2)], "price": np.float64(3.14159),
                              "when": dt.date(2024, 1, 2), "label": None})
     row = exp.get_table().iloc[0]
     assert row["score"] == 0.5 and row["big"] == 2**40 and bool(row["flag"]) is True
-    assert row["notes"] == "[1, 2]" and row["blob"] == {"a": [0, 1]} and row["price"] == 3.14
+    assert row["notes"] == "[1, 2]" and row["price"] == 3.14
     assert row["when"] == dt.datetime(2024, 1, 2) and row["label"] is None
 
 
@@ -255,8 +254,8 @@ def test_logs_round_trip(exp, running):
     assert list(table["phase"]) == ["fit", "évalu"]
 
 
-def test_time_json_blob_and_text_families_read_back_equal(make_experimenter, backend):
-    results = {"tm": "TIME", "ts": "TIMESTAMP", "da": "DATE", "js": "JSON", "bl": "BLOB", "mt": "MEDIUMTEXT",
+def test_time_blob_and_text_families_read_back_equal(make_experimenter, backend):
+    results = {"tm": "TIME", "ts": "TIMESTAMP", "da": "DATE", "bl": "BLOB", "mt": "MEDIUMTEXT",
                "tx": "TEXT", "tiny": "TINYINT", "sm": "SMALLINT", "real": "REAL", "num": "NUMERIC(4,1)"}
     exp = make_experimenter({"k": {"type": "INT"}}, results)
     exp.fill_table_with_rows([{"k": 1}])
@@ -264,7 +263,7 @@ def test_time_json_blob_and_text_families_read_back_equal(make_experimenter, bac
     experiment = queue.claim()
     assert experiment is not None
     values = {"tm": dt.time(23, 59, 58, 250000), "ts": "2024-05-01T10:00:00", "da": dt.date(1000, 1, 1),
-              "js": {"nested": [1, 2.5, None, True, "é"], "n": 2**53}, "bl": b"\x00\x01\xff", "mt": "é" * 40000,
+              "bl": b"\x00\x01\xff", "mt": "é" * 40000,
               "tx": ("a", 1), "tiny": -32768, "sm": 32767, "real": 0.1, "num": -999.94}
     try:
         ResultProcessor(queue, experiment).process_results(values)
@@ -276,6 +275,27 @@ def test_time_json_blob_and_text_families_read_back_equal(make_experimenter, bac
     whole = backend.provider == "mysql"
     assert row["tm"] == dt.time(23, 59, 58, 0 if whole else 250000)
     assert row["ts"] == dt.datetime(2024, 5, 1, 10) and row["da"] == dt.date(1000, 1, 1)
-    assert row["js"] == values["js"] and bytes(row["bl"]) == b"\x00\x01\xff" and row["mt"] == "é" * 40000
+    assert bytes(row["bl"]) == b"\x00\x01\xff" and row["mt"] == "é" * 40000
     assert row["tx"] == '["a", 1]' and row["tiny"] == -32768 and row["sm"] == 32767
     assert row["real"] == pytest.approx(0.1, rel=1e-6) and row["num"] == -999.9
+
+
+def test_json_results_read_back_or_are_refused(make_experimenter, backend):
+    exp = make_experimenter({"k": {"type": "INT"}}, {"js": "JSON", "n": "INT"})
+    exp.fill_table_with_rows([{"k": 1}])
+    queue = ExperimentQueue(exp.db, WorkerIdentity(name="json"))
+    experiment = queue.claim()
+    assert experiment is not None
+    processor = ResultProcessor(queue, experiment)
+    value = {"nested": [1, 2.5, None, True, "é", (3, 4)], "n": 2**53, "arr": np.arange(2), "f": np.float32(0.5)}
+    try:
+        processor.process_results({"js": value, "n": 1})
+        for bad, rule in [({"x": math.inf}, "NaN and ±inf are not valid JSON"), ({1: "a"}, "keys must be text"),
+                          ({"s": {1, 2}}, "a set is not JSON"), ({"t": "a\x00"}, "NUL")]:
+            with pytest.raises(InvalidValueError, match=r"resultfield 'js' \(JSON\): .*" + rule):
+                processor.process_results({"js": bad, "n": 2})
+    finally:
+        queue.close()
+    row = exp.get_table().iloc[0]
+    assert row["js"] == {"nested": [1, 2.5, None, True, "é", [3, 4]], "n": 2**53, "arr": [0, 1], "f": 0.5}
+    assert row["n"] == 1

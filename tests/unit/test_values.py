@@ -144,8 +144,10 @@ def test_json():
     assert check({"a": [1, np.float64(0.5), None, True], "b": (1, 2)}) == {"a": [1, 0.5, None, True], "b": [1, 2]}
     assert check(np.arange(3)) == [0, 1, 2]
     assert check.canonical({"b": 1, "a": 2}) == '{"a":2,"b":1}'
-    for bad, rule in [({1: "x"}, "keys must be text"), ([math.inf], "NaN"), (object(), "object is not JSON"),
-                      ({"a": "\x00"}, "NUL")]:
+    assert check([2**63 - 1, -2**63]) == [2**63 - 1, -2**63]
+    for bad, rule in [({1: "x"}, "keys must be text"), ([2**63], "beyond 64 bits"),
+                      ([math.inf], "NaN"), (object(), "object is not JSON"),
+                      ({"a": "\x00"}, "NUL"), ({"\x00": 1}, "NUL"), ({"\udc80": 1}, "lone surrogate")]:
         with pytest.raises(Refused, match=rule):
             check(bad)
 
