@@ -264,6 +264,7 @@ class ExperimentQueue:
             tries += 1
             conn = self.conn
             with conn.begin():
+                # Lock order: the main row first, then its attempt row (reset and recovery do the same).
                 result = st.finish.execute(conn, {**_fence(experiment), "new_status": status.value, "error": error})
                 if result.rowcount != 1:
                     if tries > 1 and self._finished_by(conn, experiment, status):

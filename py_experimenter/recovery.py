@@ -100,6 +100,8 @@ class LeaseRecovery:
         return self.db.run(attempt)
 
     def _give_back(self, conn: sa.Connection, row: Any, outcome: str, reason: str) -> None:
+        # Lock order (as everywhere: claim, finish, logs, reset): the main row is already locked
+        # by _expired / _fenced_row (FOR UPDATE), so touching the attempts table first is safe.
         params = {"eid": row.ID, "att": row.attempt}
         conn.execute(self._close_attempt, {**params, "outcome": outcome, "reason": reason})
         lost = conn.scalar(self._count_lost, {"eid": row.ID, "since": row.creation_date}) or 0
