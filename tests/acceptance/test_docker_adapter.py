@@ -6,6 +6,7 @@ of the test's table may be left on the engine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -251,3 +252,33 @@ def test_an_image_without_entrypoint_needs_a_command(docker_client):  # noqa: F8
 def test_an_unknown_placeholder_is_a_config_error(docker_client):  # noqa: F811
     with pytest.raises(ConfigError, match=r"unknown placeholder \{seed\}.*valid: attempt, data_dir"):
         _adapter(command=["{seed}"]).check()
+
+
+@SQLITE
+def test_remove_orphans_only_takes_lost_attempts_of_its_own_table_scope(make_experimenter, docker_client):  # noqa: F811
+    from py_experimenter.adapters.docker import LABELS, SCOPE_LABEL
+    from py_experimenter.adapters.scope import table_scope
+
+    exp = make_experimenter({"mode": {"type": "VARCHAR(20)", "values": ["sleep"]}},
+                            Execution={"adapter": "docker", "image": PROBE_IMAGE})
+    table = exp.config.table.name
+    adapter = adapter_for(exp.config)
+    assert adapter.remove_orphans(lambda _e, _a: False) == 0  # unbound: removes nothing
+    adapter.bind(exp.db)
+    ours = table_scope(exp.db)[0]
+    assert adapter.scope == ours
+
+    def create(scope: str, experiment: int) -> Any:
+        labels = {LABELS[0]: table, LABELS[1]: str(experiment), LABELS[2]: "1", SCOPE_LABEL: scope}
+        return docker_client.containers.create(PROBE_IMAGE, labels=labels, network_mode="none")
+
+    lost, live, foreign = create(ours, 1), create(ours, 2), create("0123456789abcdef", 1)
+    try:
+        assert adapter.remove_orphans(lambda experiment, attempt: experiment == 2) == 1
+        left = {c.id for c in leftover_containers(docker_client, label=f"py_experimenter.table={table}")}
+        assert left == {live.id, foreign.id}, "removed a live container or another database's"
+        assert lost.id not in left
+    finally:
+        for container in (lost, live, foreign):
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
