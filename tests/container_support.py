@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 PROBE_IMAGE = "py-experimenter/probe:latest"
 EXAMPLE_IMAGE = "py-experimenter/example:latest"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _in_ci() -> bool:
@@ -40,11 +42,21 @@ def docker_client() -> Iterator[Any]:
         else:
             yield client
             client.close()
+            _no_stray_oom_file()
             return
     message = f"container engine unreachable: {problem}; run scripts/podman"
     if _in_ci():
         pytest.fail(message)
     pytest.skip("!!! SKIPPED, NO CONTAINER ENGINE: " + message)
+
+
+def _no_stray_oom_file() -> None:
+    """podman's API service writes an empty ``oom`` into its working directory whenever a
+    container is killed for memory: one in the repository root means the service runs there."""
+    stray = ROOT / "oom"
+    if stray.exists():
+        pytest.fail(f"podman left {stray}: its API service runs in the repository root; run scripts/podman "
+                    "(it restarts the service in /var/lib/py-experimenter-podman) and delete the file")
 
 
 def leftover_containers(client: Any, label: str = "py_experimenter.table") -> list[Any]:
