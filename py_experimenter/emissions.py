@@ -58,13 +58,19 @@ _not_installed_warned = False
 _warned: set[tuple[int, str]] = set()
 
 
-def codecarbon_available() -> bool:
-    """True when the codecarbon package can be imported; warns once per process when not."""
+def codecarbon_available(*, warn: bool = True) -> bool:
+    """True when the codecarbon package can be imported.
+
+    A broken installation always warns (once per process); a missing one warns only when ``warn``
+    is true, i.e. when the user asked for CodeCarbon (a ``CodeCarbon`` section in the experiment
+    file), so that a fresh install without the extra runs quietly.
+    """
     global _not_installed_warned
     try:
         importlib.import_module("codecarbon")
     except Exception as err:  # ImportError, or a broken installation failing on import
-        if not _not_installed_warned:
+        asked = warn or not isinstance(err, ModuleNotFoundError)
+        if asked and not _not_installed_warned:
             detail = "" if isinstance(err, ModuleNotFoundError) else f" (importing it failed: {err})"
             warnings.warn(
                 f"use_codecarbon is on but codecarbon is not installed{detail}; emissions are not tracked. "

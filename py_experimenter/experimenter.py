@@ -20,7 +20,7 @@ from py_experimenter.credentials import CREDENTIALS_ENV, resolve_database_url
 from py_experimenter.db.database import Database
 from py_experimenter.db.migration import MigrationReport, migrate
 from py_experimenter.db.schema import build_schema
-from py_experimenter.emissions import EmissionsRecorder, codecarbon_available
+from py_experimenter.emissions import EmissionsRecorder, codecarbon_available, has_codecarbon_section
 from py_experimenter.exceptions import ConfigError, ExperimentNotRunnableError
 from py_experimenter.executor import Executor, ExperimentFunction
 from py_experimenter.fill import fill_rows
@@ -50,7 +50,8 @@ class PyExperimenter:
     :param use_ssh_tunnel: accepted for 1.4.2 compatibility; True is not supported.
     :param table_name: overrides the table name of the experiment file.
     :param database_name: overrides the database name of the experiment file.
-    :param use_codecarbon: track emissions with CodeCarbon when it is installed.
+    :param use_codecarbon: track emissions with CodeCarbon when it is installed (a missing
+        package warns only when the experiment file has a ``CodeCarbon`` section).
     :param name: stored in each row's ``name`` column.
     :param logger_name: the logger used (no handlers are added: configure logging yourself).
     :param log_level: that logger's level.
@@ -81,7 +82,8 @@ class PyExperimenter:
                 "(ssh -L 3306:db-host:3306 gateway) and point the credential file at 127.0.0.1"
             )
         self.name = name
-        self.use_codecarbon = use_codecarbon and codecarbon_available()
+        self.use_codecarbon = use_codecarbon and codecarbon_available(
+            warn=has_codecarbon_section(experiment_configuration_file_path))
         #: One recorder for every executor of this experimenter (its tracker is per process).
         self._emissions = EmissionsRecorder(self.config.codecarbon) if self.use_codecarbon else None
         database = self.config.database

@@ -115,13 +115,18 @@ def test_no_codecarbon_table_when_off(make_experimenter, backend):
     assert name not in _table_names(exp)
 
 
-def test_no_codecarbon_table_when_not_installed(make_experimenter, monkeypatch, recwarn):
+@pytest.mark.parametrize("section", [True, False], ids=["CodeCarbon-section", "no-section"])
+def test_no_codecarbon_table_when_not_installed(make_experimenter, monkeypatch, recwarn, section):
     monkeypatch.setitem(sys.modules, "codecarbon", None)  # import codecarbon now raises ImportError
     monkeypatch.setattr("py_experimenter.emissions._not_installed_warned", False)
-    exp = make_experimenter(KEYFIELDS, {"score": "FLOAT"}, use_codecarbon=True)
+    extra = {"CodeCarbon": {"offline_mode": True}} if section else {}
+    exp = make_experimenter(KEYFIELDS, {"score": "FLOAT"}, use_codecarbon=True, **extra)
     assert exp.use_codecarbon is False
-    assert next(str(w.message) for w in recwarn if "codecarbon" in str(w.message)).startswith(
-        "use_codecarbon is on but codecarbon is not installed")
+    warned = [str(w.message) for w in recwarn if "codecarbon" in str(w.message)]
+    if section:  # the user asked for CodeCarbon: say once that it is missing
+        assert len(warned) == 1 and warned[0].startswith("use_codecarbon is on but codecarbon is not installed")
+    else:  # a fresh install without the extra runs quietly
+        assert warned == []
     exp.fill_table_from_config()
     assert exp.execute(busy_experiment) == 2
     assert f"{exp.config.table.name}_codecarbon" not in _table_names(exp)
