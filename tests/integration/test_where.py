@@ -10,8 +10,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
-from py_experimenter.exceptions import WhereError
+from py_experimenter.exceptions import DatabaseError, WhereError
 from py_experimenter.experimenter import PyExperimenter
 
 KEYFIELDS = {
@@ -134,3 +135,24 @@ def test_cli_escape_attempt_is_one_line_and_changes_nothing(exp, backend, tmp_pa
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("py-experimenter: error: invalid --where condition")
     _same(_rows(exp), before)
+
+
+def test_a_lock_timeout_is_retried_and_never_called_an_invalid_where(exp, backend):
+    if backend.provider == "sqlite":
+        pytest.skip("row locks: MariaDB and PostgreSQL")
+    setting = "SET innodb_lock_wait_timeout = 1" if backend.provider == "mysql" else "SET lock_timeout = '1s'"
+    sa.event.listen(exp.db.engine, "connect", lambda dbapi, _record: dbapi.cursor().execute(setting))
+    exp.db.engine.dispose()  # new connections get the short lock timeout
+    main = exp.db.schema.main
+    holder = sa.create_engine(backend.url)
+    try:
+        with holder.connect() as conn, conn.begin():  # another session holds an error row's lock
+            conn.execute(sa.select(main.c.ID).where(main.c.ID == 3).with_for_update())
+            with pytest.raises(DatabaseError) as caught:
+                exp.reset_experiments("error", where="seed >= 1")
+        message = str(caught.value)
+        assert not isinstance(caught.value, WhereError) and "invalid where" not in message
+        assert "lock" in message.lower() and "\n" not in message
+        assert exp.reset_experiments("error", where="seed >= 1") == 8  # the lock is gone: it works
+    finally:
+        holder.dispose()
