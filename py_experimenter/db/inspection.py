@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection
 
 from py_experimenter.db.schema import Schema, result_columns
@@ -255,6 +256,8 @@ def _compare_type(result: TableComparison, table: str, kind: str, existing: Exis
     wanted = type_family(parse_sql_type(sql_type))
     if "unknown" in (wanted, existing.family) or wanted == existing.family:
         return
+    if wanted == "json" and isinstance(existing.type, mysql.LONGTEXT):
+        return  # MariaDB's JSON is an alias of LONGTEXT (with a json_valid check): reflected as such
     result.differences.append(Difference(
         table, f"{kind} {existing.name!r}: type changed from {existing.shown} ({existing.family}) in the table "
                f"to {sql_type} ({wanted}) in the configuration", False))
