@@ -99,7 +99,12 @@ def parse_where(where: str, table: sa.Table, backend: str) -> sa.ColumnElement[b
     if not isinstance(_unparen(tree), _BOOLEAN_NODES):
         raise WhereError(f"{tree.sql()!r} is not a condition (a comparison such as column = value); {_HINT}",
                          where=where)
-    return _Translator(where, table, backend).condition(tree)
+    try:
+        return _Translator(where, table, backend).condition(tree)
+    except (sa.exc.ArgumentError, TypeError, ValueError) as err:  # e.g. seed LIKE NULL
+        if isinstance(err, WhereError):
+            raise
+        raise WhereError(f"this combination is not allowed ({_first_line(err)}); {_HINT}", where=where) from None
 
 
 def _unparen(node: exp.Expression) -> exp.Expression:

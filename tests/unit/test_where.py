@@ -115,3 +115,29 @@ def test_not_a_string_and_for_option():
         parse_where(7, TABLE, "sqlite")  # type: ignore[arg-type]
     err = WhereError("x is wrong", where="a = 1")
     assert str(err.for_option("--where")) == "invalid --where condition 'a = 1': x is wrong"
+
+
+TOKENS = ["seed", "ID", '"ID"', "dataset", "status", "runs.seed", "other", "'iris'", "'a''b'", "3", "-1.5", "NULL",
+          "TRUE", "=", "<>", "<", ">=", "<=>", "AND", "OR", "NOT", "IN", "LIKE", "ILIKE", "ESCAPE", "BETWEEN", "IS",
+          "(", ")", ",", ";", "--", "/*", "*/", "#", "SELECT", "FROM", "sleep", "lower", "%", "+", "||", "CAST", "AS",
+          "INT", "x'41'", "?", ":name", "$1", "`seed`", "@x", "\\", "'"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_any_token_soup_is_a_where_error_or_a_condition(backend):
+    hypothesis = pytest.importorskip("hypothesis")
+    strategies = hypothesis.strategies
+
+    @hypothesis.settings(max_examples=600, deadline=None, derandomize=True)
+    @hypothesis.given(strategies.lists(strategies.sampled_from(TOKENS), min_size=1, max_size=9))
+    def check(tokens: list[str]) -> None:
+        text = " ".join(tokens)
+        try:
+            condition = parse_where(text, TABLE, backend)
+        except WhereError as err:
+            assert "\n" not in str(err)
+            return
+        compiled = str(condition.compile(dialect=DIALECTS[backend]))
+        assert ";" not in compiled and "--" not in compiled and "/*" not in compiled
+
+    check()
