@@ -101,7 +101,7 @@ def parse_where(where: str, table: sa.Table, backend: str) -> sa.ColumnElement[b
                          where=where)
     try:
         return _Translator(where, table, backend).condition(tree)
-    except (sa.exc.ArgumentError, TypeError, ValueError) as err:  # e.g. seed LIKE NULL
+    except (sa.exc.SQLAlchemyError, TypeError, ValueError) as err:  # e.g. seed LIKE NULL
         if isinstance(err, WhereError):
             raise
         raise WhereError(f"this combination is not allowed ({_first_line(err)}); {_HINT}", where=where) from None
@@ -212,7 +212,8 @@ class _Translator:
 
     def _like(self, node: exp.Expression, escape: str | None) -> Any:
         self._args(node, {"this", "expression", "negate"})
-        column, pattern = self.value(node.this), self.value(node.expression)
+        # type_coerce: LIKE on a number column is plain SQL (no CAST rendered), not a type error.
+        column, pattern = sa.type_coerce(self.value(node.this), sa.String()), self.value(node.expression)
         if isinstance(node, exp.ILike):
             result = column.ilike(pattern, escape=escape)
         else:
