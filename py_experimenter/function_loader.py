@@ -2,7 +2,7 @@
 
 A file is loaded by its path under a module name of its own (``py_experimenter_fn_<stem>_<hash>``),
 so ``queue.py:run`` or ``json.py:run`` loads that file, never the standard library's module of
-the same name; its folder is put on ``sys.path`` so that it can import its neighbours. A
+the same name; its folder is appended to ``sys.path`` so that it can import its neighbours. A
 dotted name (``mypackage.experiments:run``) is imported as usual, with the current folder on
 ``sys.path`` as ``python -m`` would have it. Executor processes are forked
 (:mod:`py_experimenter.processes`), so they inherit the loaded module.
@@ -73,7 +73,9 @@ def _load_file(spec: str, source: str, option: str) -> Any:
     module = importlib.util.module_from_spec(module_spec)
     folder = str(path.parent)
     if folder not in sys.path:
-        sys.path.insert(0, folder)  # the file may import its neighbours
+        # The file may import its neighbours; appended, so that a neighbour named like a
+        # standard-library or installed module (queue.py) never shadows it for anyone else.
+        sys.path.append(folder)
     sys.modules[name] = module
     try:
         module_spec.loader.exec_module(module)

@@ -18,6 +18,7 @@ def test_a_file_named_like_a_stdlib_module_is_loaded_from_its_path(tmp_path: Pat
     function = load_function(f"{tmp_path / 'queue.py'}:run")
     assert function(None, None, None) == "mine"
     assert sys.modules["queue"] is queue and not hasattr(queue, "run")  # the standard library is untouched
+    assert sys.path.index(str(tmp_path)) > sys.path.index(str(Path(queue.__file__).parent))
     assert function.__module__.startswith("py_experimenter_fn_queue_")
 
 
