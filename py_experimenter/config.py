@@ -109,6 +109,9 @@ class DatabaseSpec:
     provider: Provider
     database: str
     table: TableSpec
+    #: ``use_ssh`` (1.4.2's code) / ``use_ssh_tunnel`` (1.4.2's docs): connect through the
+    #: credential file's ``Connection.Ssh`` jump host.
+    use_ssh: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ class ExperimentConfig:
 
 
 _EXPERIMENTER_KEYS = ("n_jobs", "Database", "Custom", "CUSTOM", "CodeCarbon", "CODECARBON", "Execution")
-_DATABASE_KEYS = ("provider", "database", "table", "logtables", "use_ssh")
+_DATABASE_KEYS = ("provider", "database", "table", "logtables", "use_ssh", "use_ssh_tunnel")
 _TABLE_KEYS = ("name", "keyfields", "resultfields", "result_timestamps")
 _HINTS = {"logtables": "logtables belongs under PY_EXPERIMENTER.Database, next to 'table'; "}
 
@@ -212,14 +215,11 @@ def _database(
     db = check.mapping(raw, path)
     required = ("provider", "table") if database_name is not None else ("provider", "database", "table")
     check.keys(db, path, _DATABASE_KEYS, required=required)
-    if check.boolean(db.get("use_ssh", False), f"{path}.use_ssh"):
-        check.fail(
-            f"{path}.use_ssh",
-            "SSH tunnels are not supported; remove use_ssh (or set it to false) and either open an SSH "
-            "port forward (ssh -L 3306:db-host:3306 gateway) and point the credential file's "
-            "Connection.Standard.server/port at it, or give a database URL in the credential file "
-            "(CREDENTIALS.Database.url)",
-        )
+    ssh_keys = [key for key in ("use_ssh", "use_ssh_tunnel") if key in db]
+    use_ssh = any([check.boolean(db[key], f"{path}.{key}") for key in ssh_keys])
+    if len(ssh_keys) == 2 and db["use_ssh"] != db["use_ssh_tunnel"]:
+        check.fail(f"{path}.use_ssh_tunnel", "use_ssh and use_ssh_tunnel (the same key, as 1.4.2's code and docs "
+                   "spell it) disagree; keep one of them")
     provider = check.choice(db["provider"], f"{path}.provider", PROVIDERS, aliases={"postgres": "postgresql"})
     if database_name is not None:
         database = check.string(database_name, f"{path}.database (database_name argument)")
@@ -232,7 +232,7 @@ def _database(
     )
     name_path = f"{path}.table.name" + (" (table_name argument)" if table_name is not None else "")
     check_names(check, table, provider, f"{path}.table", name_path)
-    return DatabaseSpec(provider=provider, database=database, table=table)  # type: ignore[arg-type]
+    return DatabaseSpec(provider=provider, database=database, table=table, use_ssh=use_ssh)  # type: ignore[arg-type]
 
 
 def _table(check: Checker, raw: Any, path: str, table_name: str | None) -> TableSpec:

@@ -5,13 +5,17 @@ The file format is PyExperimenter 1.4.2's::
     CREDENTIALS:
       Database:
         user: py_experimenter
-        password: secret            # or, ours: password_env: PY_EXPERIMENTER_DB_PASSWORD
+        password: secret            # may be '' or absent; or, ours: password_env: PY_EXPERIMENTER_DB_PASSWORD
       Connection:
         Standard:
           server: 127.0.0.1
           port: 3306                # ours, optional
+        Ssh:                        # optional: an SSH jump host (see py_experimenter.db.tunnel)
+          address: login.cluster.org
 
-plus ``Database.url`` (a full SQLAlchemy URL). Two environment variables take part:
+plus ``Database.url`` (a full SQLAlchemy URL). A SQLite experiment needs no credential file:
+one that exists is read only for a SQLite ``Database.url``, and a file that is broken or
+meant for a server database is ignored (with a log line saying why). Two environment variables take part:
 ``PY_EXPERIMENTER_CREDENTIALS`` names the credential file when no path is given, and
 ``PY_EXPERIMENTER_DATABASE_URL`` overrides everything else. Passwords never appear in a
 ``repr``, a ``str`` or an error message.
@@ -19,9 +23,9 @@ plus ``Database.url`` (a full SQLAlchemy URL). Two environment variables take pa
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +34,10 @@ import yaml
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from py_experimenter.db.tunnel import DEFAULT_SSH_CONFIG, SshSettings
 from py_experimenter.exceptions import ConfigError, CredentialsError
+
+logger = logging.getLogger("py-experimenter")
 
 CREDENTIALS_ENV = "PY_EXPERIMENTER_CREDENTIALS"
 DATABASE_URL_ENV = "PY_EXPERIMENTER_DATABASE_URL"
@@ -51,6 +58,10 @@ _VALID_KEYS: dict[str, tuple[str, ...]] = {
     "CREDENTIALS.Database": ("user", "password", "password_env", "url"),
     "CREDENTIALS.Connection": ("Standard", "Ssh"),
     "CREDENTIALS.Connection.Standard": ("server", "port"),
+    "CREDENTIALS.Connection.Ssh": (
+        "address", "port", "server", "user", "private_key", "ssh_private_key_password", "passphrase",
+        "remote_address", "remote_port", "local_address", "local_port", "ssh_config_file",
+    ),
 }
 
 
@@ -67,7 +78,11 @@ def mask_url(url: str | URL) -> str:
 
 @dataclass(frozen=True, repr=False)
 class Credentials:
-    """What a credential file holds. Every field is optional; ``password`` is never shown."""
+    """What a credential file holds. Every field is optional; ``password`` is never shown.
+
+    ``password`` may be ``""`` (a server user without a password, as 1.4.2 accepted) or None
+    (no password sent). ``ssh`` holds the ``Connection.Ssh`` section when there is one.
+    """
 
     user: str | None = None
     password: str | None = field(default=None, repr=False)
@@ -75,13 +90,15 @@ class Credentials:
     port: int | None = None
     url: str | None = None
     source: str | None = None
+    ssh: SshSettings | None = None
 
     def __repr__(self) -> str:
         password = None if self.password is None else "***"
         url = None if self.url is None else mask_url(self.url)
+        ssh = "" if self.ssh is None else f", ssh={self.ssh!r}"
         return (
             f"Credentials(user={self.user!r}, password={password!r}, host={self.host!r}, "
-            f"port={self.port!r}, url={url!r}, source={self.source!r})"
+            f"port={self.port!r}, url={url!r}, source={self.source!r}{ssh})"
         )
 
     __str__ = __repr__
@@ -115,6 +132,13 @@ def _text(value: Any, source: str, key_path: str) -> str | None:
     return value
 
 
+def _password(value: Any, source: str, key_path: str) -> str | None:
+    """A password or passphrase: any string, ``''`` included (never echoed)."""
+    if value is None or isinstance(value, str):
+        return value
+    raise _fail(source, key_path, f"expected a string, got {type(value).__name__}; quote it in YAML ('...')")
+
+
 def _port(value: Any, source: str, key_path: str) -> int | None:
     if value is None:
         return None
@@ -136,16 +160,9 @@ def parse_credentials(data: Any, source: str) -> Credentials:
     db = _section(creds.get("Database"), source, "CREDENTIALS.Database")
     conn = _section(creds.get("Connection"), source, "CREDENTIALS.Connection")
     standard = _section(conn.get("Standard"), source, "CREDENTIALS.Connection.Standard")
-    if "Ssh" in conn:
-        warnings.warn(
-            f"{source}: CREDENTIALS.Connection.Ssh is ignored: SSH tunnels are not supported; "
-            "start an SSH port forward (ssh -L 3306:db-host:3306 gateway) and point "
-            "Connection.Standard.server / port at it",
-            UserWarning,
-            stacklevel=3,
-        )
+    ssh = _ssh(conn["Ssh"], source) if conn.get("Ssh") is not None else None
 
-    password = _text(db.get("password"), source, "CREDENTIALS.Database.password")
+    password = _password(db.get("password"), source, "CREDENTIALS.Database.password")
     password_env = _text(db.get("password_env"), source, "CREDENTIALS.Database.password_env")
     if password is not None and password_env is not None:
         raise _fail(source, "CREDENTIALS.Database", "give either 'password' or 'password_env', not both")
@@ -174,6 +191,37 @@ def parse_credentials(data: Any, source: str) -> Credentials:
         host=_text(standard.get("server"), source, "CREDENTIALS.Connection.Standard.server"),
         port=_port(standard.get("port"), source, "CREDENTIALS.Connection.Standard.port"),
         url=url,
+        source=source,
+        ssh=ssh,
+    )
+
+
+def _ssh(raw: Any, source: str) -> SshSettings:
+    """``CREDENTIALS.Connection.Ssh`` with 1.4.2's keys (and its docs' ``passphrase``)."""
+    path = "CREDENTIALS.Connection.Ssh"
+    section = _section(raw, source, path)
+    if section.get("address") is None:
+        raise _fail(source, f"{path}.address", "missing required key 'address': the SSH server "
+                    "(a host name, an IP address, or a Host of your ssh config)")
+    if "ssh_private_key_password" in section and "passphrase" in section:
+        raise _fail(source, path, "give either 'ssh_private_key_password' or 'passphrase' (the same), not both")
+    passphrase_key = "passphrase" if "passphrase" in section else "ssh_private_key_password"
+    address = _text(section["address"], source, f"{path}.address")
+    assert address is not None
+    local_port = _port(section.get("local_port"), source, f"{path}.local_port")
+    config_file = section.get("ssh_config_file", DEFAULT_SSH_CONFIG)
+    return SshSettings(
+        address=address,
+        port=_port(section.get("port"), source, f"{path}.port"),
+        user=_text(section.get("user"), source, f"{path}.user"),
+        private_key=_text(section.get("private_key"), source, f"{path}.private_key"),
+        passphrase=_password(section.get(passphrase_key), source, f"{path}.{passphrase_key}"),
+        server=_text(section.get("server"), source, f"{path}.server"),
+        remote_address=_text(section.get("remote_address"), source, f"{path}.remote_address"),
+        remote_port=_port(section.get("remote_port"), source, f"{path}.remote_port"),
+        local_address=_text(section.get("local_address"), source, f"{path}.local_address") or "127.0.0.1",
+        local_port=local_port or 0,
+        ssh_config_file=_text(config_file, source, f"{path}.ssh_config_file") if config_file else None,
         source=source,
     )
 
@@ -309,7 +357,36 @@ def resolve_database_url(provider: str, database: str, credential_path: str | os
     """Load the credentials that ``provider`` needs and return :func:`database_url`.
 
     The credential file is required for mysql/postgresql unless ``PY_EXPERIMENTER_DATABASE_URL``
-    is set; for sqlite it is read only if present.
+    is set. SQLite needs none (as in 1.4.2): see :func:`sqlite_credentials`.
     """
-    needed = provider != "sqlite" and not os.environ.get(DATABASE_URL_ENV)
-    return database_url(provider, database, load_credentials(credential_path, required=needed))
+    return database_url(provider, database, resolve_credentials(provider, credential_path))
+
+
+def resolve_credentials(provider: str, credential_path: str | os.PathLike[str] | None) -> Credentials:
+    """The credentials an experiment on ``provider`` uses (see :func:`resolve_database_url`)."""
+    if provider == "sqlite":
+        return sqlite_credentials(credential_path)
+    needed = not os.environ.get(DATABASE_URL_ENV)
+    return load_credentials(credential_path, required=needed)
+
+
+def sqlite_credentials(credential_path: str | os.PathLike[str] | None) -> Credentials:
+    """What a SQLite experiment takes from a credential file: only a SQLite ``Database.url``.
+
+    A missing, unreadable or malformed file, or one for a server database (an empty
+    password, an SSH section, a MySQL URL), never stops a SQLite experiment: it is ignored,
+    and a log line says why when the file exists.
+    """
+    if os.environ.get(DATABASE_URL_ENV):
+        return Credentials()
+    try:
+        credentials = load_credentials(credential_path)
+    except CredentialsError as err:
+        logger.info("credential file ignored for the SQLite experiment: %s", err)
+        return Credentials()
+    url = credentials.url
+    if url is not None and not url.lower().startswith("sqlite"):
+        logger.info("credential file %s ignored for the SQLite experiment: its Database.url is not a "
+                    "SQLite URL (%s)", credentials.source, mask_url(url))
+        return Credentials(source=credentials.source)
+    return Credentials(url=url, source=credentials.source)

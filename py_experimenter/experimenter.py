@@ -16,10 +16,12 @@ from py_experimenter.admin import ExperimentAdmin
 from py_experimenter.arguments import check_execute_arguments, check_optional_str
 from py_experimenter.config import ExperimentConfig, load_experiment_config
 from py_experimenter.config_execution import override_execution
-from py_experimenter.credentials import CREDENTIALS_ENV, resolve_database_url
+from py_experimenter.credentials import CREDENTIALS_ENV, database_url, resolve_credentials
 from py_experimenter.db.database import Database
+from py_experimenter.db.engine import is_memory_database
 from py_experimenter.db.migration import MigrationReport, migrate
 from py_experimenter.db.schema import build_schema
+from py_experimenter.db.tunnel import SshTunnel, open_ssh_tunnel
 from py_experimenter.emissions import EmissionsRecorder, codecarbon_available, has_codecarbon_section
 from py_experimenter.exceptions import ConfigError, ExperimentNotRunnableError
 from py_experimenter.executor import Executor, ExperimentFunction
@@ -47,7 +49,10 @@ class PyExperimenter:
     :param experiment_configuration_file_path: the experiment YAML file.
     :param database_credential_file_path: the credential YAML file (MySQL / PostgreSQL); the
         environment variable ``PY_EXPERIMENTER_CREDENTIALS`` may name it instead.
-    :param use_ssh_tunnel: accepted for 1.4.2 compatibility; True is not supported.
+    :param use_ssh_tunnel: connect through the SSH jump host of the credential file's
+        ``CREDENTIALS.Connection.Ssh`` section: True / False, or None to follow the experiment
+        file's ``Database.use_ssh`` (or ``use_ssh_tunnel``; default false). Ignored for SQLite.
+        Close the tunnel with :meth:`close_ssh_tunnel` (it also closes when the process exits).
     :param table_name: overrides the table name of the experiment file.
     :param database_name: overrides the database name of the experiment file.
     :param use_codecarbon: track emissions with CodeCarbon when it is installed (a missing
@@ -76,11 +81,6 @@ class PyExperimenter:
         self.config: ExperimentConfig = load_experiment_config(
             experiment_configuration_file_path, table_name=table_name, database_name=database_name
         )
-        if use_ssh_tunnel:
-            raise ConfigError(
-                "SSH tunnels are not supported; forward the database port yourself "
-                "(ssh -L 3306:db-host:3306 gateway) and point the credential file at 127.0.0.1"
-            )
         self.name = name
         self.use_codecarbon = use_codecarbon and codecarbon_available(
             warn=has_codecarbon_section(experiment_configuration_file_path))
@@ -91,7 +91,12 @@ class PyExperimenter:
         if (credential_path == DEFAULT_CREDENTIAL_FILE and not os.path.exists(credential_path)
                 and os.environ.get(CREDENTIALS_ENV)):
             credential_path = None  # the file named by PY_EXPERIMENTER_CREDENTIALS
-        url = resolve_database_url(database.provider, database.database, credential_path)
+        credentials = resolve_credentials(database.provider, credential_path)
+        url = database_url(database.provider, database.database, credentials)
+        use_ssh = database.use_ssh if use_ssh_tunnel is None else bool(use_ssh_tunnel)
+        self._ssh_tunnel: SshTunnel | None = None
+        if use_ssh and database.provider != "sqlite":
+            url, self._ssh_tunnel = open_ssh_tunnel(url, credentials.ssh, credentials.source)
         self.db = Database(url, build_schema(database.table, with_codecarbon=self.use_codecarbon))
         self._tables_ready = False
 
@@ -223,6 +228,12 @@ class PyExperimenter:
         self.db.outage_seconds = self.config.execution.database_outage_seconds
         self.db.run(self._ensure_tables)  # an executor started during a database restart waits for it
         jobs = self.config.n_jobs if n_jobs is None else n_jobs
+        if jobs > 1 and is_memory_database(self.db.url):
+            raise ConfigError(
+                f"n_jobs={jobs} cannot run on the in-memory SQLite database (database: ':memory:'): it lives "
+                "inside this process and executor processes cannot share it; use n_jobs=1, or a database "
+                "file (database: experiments) for several processes"
+            )
         executor = self._executor(experiment_function if runner is None else None, random_order, runner)
         ran = run_processes(executor, jobs, max_experiments)
         self.logger.info("executed %d experiments", ran)
@@ -360,9 +371,21 @@ class PyExperimenter:
                     return pd.DataFrame(columns=[c.name for c in table.columns])
         return self._read(table)
 
+    def close_ssh_tunnel(self) -> None:
+        """Close this experimenter's SSH tunnel (and its pooled connections through it).
+
+        Without a tunnel, a warning says so (as in 1.4.2). Use the experimenter no further
+        for database work afterwards.
+        """
+        if self._ssh_tunnel is None:
+            self.logger.warning("No ssh tunnel to close")
+            return
+        self.db.dispose()
+        self._ssh_tunnel.stop()
+
     def close_ssh(self) -> None:
-        """Accepted for 1.4.2 compatibility; there is no tunnel to close."""
-        self.logger.warning("No ssh tunnel to close")
+        """PyExperimenter 1.4.2's name of :meth:`close_ssh_tunnel`."""
+        self.close_ssh_tunnel()
 
     def _read(self, table: sa.Table) -> pd.DataFrame:
         self._ensure_tables()

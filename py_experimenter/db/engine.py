@@ -1,4 +1,5 @@
-"""Engines tuned per backend: SQLite (WAL, busy timeout, BEGIN IMMEDIATE), MySQL, PostgreSQL.
+"""Engines tuned per backend: SQLite (WAL, busy timeout, BEGIN IMMEDIATE; one shared connection
+for ``:memory:``), MySQL and PostgreSQL (timeouts and keepalives).
 
 Every session runs in UTC so that times written from the database clock compare across
 executors regardless of the server's or the node's time zone.
@@ -7,6 +8,7 @@ executors regardless of the server's or the node's time zone.
 from __future__ import annotations
 
 import importlib.util
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,6 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, CursorResult, Engine
 from sqlalchemy.sql.expression import UpdateBase
 
+from py_experimenter.db import timeouts
 from py_experimenter.exceptions import DatabaseConnectionError
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -46,7 +49,11 @@ def _require_driver(url: URL) -> None:
 
 
 def create_engine(url: URL, *, pool_size: int = 2) -> Engine:
-    """Create a pooled engine for ``url`` with per-backend settings applied on every connection."""
+    """Create a pooled engine for ``url`` with per-backend settings applied on every connection.
+
+    MySQL / PostgreSQL connections get connect and read timeouts and TCP keepalives
+    (:mod:`py_experimenter.db.timeouts`), so a dropped connection fails instead of hanging.
+    """
     _require_driver(url)
     backend = backend_name(url)
     if backend == "sqlite":
@@ -56,23 +63,48 @@ def create_engine(url: URL, *, pool_size: int = 2) -> Engine:
         "pool_size": pool_size,
         "max_overflow": 4,
         "pool_recycle": 3600,
+        "isolation_level": "READ COMMITTED",
     }
+    query = dict(url.query)
+    connection_class: Any
     if backend == "mysql":
-        kwargs["connect_args"] = {"init_command": "SET time_zone = '+00:00'"}
-        kwargs["isolation_level"] = "READ COMMITTED"
+        kwargs["connect_args"] = {"init_command": "SET time_zone = '+00:00'", **timeouts.mysql_connect_args(query)}
+        connection_class = timeouts.mysql_connection_class() if url.get_driver_name() == "pymysql" else None
     else:
-        kwargs["connect_args"] = {"options": "-c timezone=UTC"}
-        kwargs["isolation_level"] = "READ COMMITTED"
-    return sa.create_engine(url, **kwargs)
+        kwargs["connect_args"] = {"options": "-c timezone=UTC", **timeouts.postgres_connect_args(query)}
+        connection_class = timeouts.postgres_connection_class() if url.get_driver_name() == "psycopg" else None
+    engine = sa.create_engine(url, **kwargs)
+    if connection_class is not None:
+        factory = connection_class.connect if backend == "postgresql" else connection_class
+
+        @event.listens_for(engine, "do_connect")
+        def _timed_connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+            return factory(*cargs, **cparams)
+
+    return engine
+
+
+def is_memory_database(url: URL) -> bool:
+    """True for an in-memory SQLite database (``sqlite://`` or ``database: ":memory:"``)."""
+    return url.get_backend_name() == "sqlite" and (
+        url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+    )
 
 
 def _sqlite_engine(url: URL) -> Engine:
+    memory = is_memory_database(url)
+    if memory:
+        # The database lives in one connection: every checkout shares it (StaticPool), from
+        # any thread (the heartbeat too), one transaction at a time (see _serialize_transactions).
+        pool_kwargs: dict[str, Any] = {"poolclass": sa.pool.StaticPool}
+        connect_args: dict[str, Any] = {"check_same_thread": False}
+    else:
+        pool_kwargs = {"poolclass": sa.pool.QueuePool, "pool_size": 2, "max_overflow": 4}
+        connect_args = {}
     engine = sa.create_engine(
         url,
-        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "isolation_level": None},
-        poolclass=sa.pool.QueuePool if url.database not in (None, "", ":memory:") else sa.pool.StaticPool,
-        pool_size=2,
-        max_overflow=4,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "isolation_level": None, **connect_args},
+        **pool_kwargs,
     )
 
     @event.listens_for(engine, "connect")
@@ -84,6 +116,10 @@ def _sqlite_engine(url: URL) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    if memory:
+        _serialize_transactions(engine)
+        return engine
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
         # Take the write lock up front: a claim's SELECT and UPDATE then see one snapshot,
@@ -91,6 +127,46 @@ def _sqlite_engine(url: URL) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _serialize_transactions(engine: Engine) -> None:
+    """One transaction at a time on an engine whose threads share one SQLite connection.
+
+    A thread's BEGIN waits until the other thread's transaction has committed or rolled
+    back. The COMMIT / ROLLBACK is sent here, before the lock is released; the driver's own
+    commit() that follows is then a no-op (no transaction is open).
+    """
+    lock = threading.RLock()
+    held = threading.local()  # this thread's open transactions (a rollback may come without one)
+
+    def _dbapi(connection: sa.Connection) -> Any:
+        return connection.connection.dbapi_connection
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        lock.acquire()
+        try:
+            _dbapi(connection).execute("BEGIN IMMEDIATE")
+        except BaseException:
+            lock.release()
+            raise
+        held.count = getattr(held, "count", 0) + 1
+
+    def _finish(sql: str) -> Any:
+        def end(connection: sa.Connection) -> None:
+            if getattr(held, "count", 0) <= 0:
+                return
+            try:
+                dbapi_connection = _dbapi(connection)
+                if dbapi_connection is not None and dbapi_connection.in_transaction:
+                    dbapi_connection.execute(sql)
+            finally:
+                held.count -= 1
+                lock.release()
+        return end
+
+    event.listen(engine, "commit", _finish("COMMIT"))
+    event.listen(engine, "rollback", _finish("ROLLBACK"))
 
 
 def describe(url: URL) -> str:

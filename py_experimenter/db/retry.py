@@ -4,9 +4,12 @@ Two kinds of failure are retried, differently:
 
 * **transient** (deadlock, lock wait timeout, serialization failure, SQLite "database is
   locked"): the transaction simply runs again after a short jittered pause, a few times.
-* **disconnect** (server restarting, connection refused or dropped): the work is retried with
-  exponential backoff (0.2 s doubling to 5 s, jittered) until the server answers again, for at
-  most ``outage_seconds``; then :class:`DatabaseUnavailableError` says so, without a password.
+* **disconnect** (server restarting, connection refused or dropped, a connect or read timeout
+  of :mod:`py_experimenter.db.timeouts`): the work is retried with exponential backoff (0.2 s
+  doubling to 5 s, jittered) until the server answers again, for at most ``outage_seconds``;
+  then :class:`DatabaseUnavailableError` says so, without a password. When the first failure
+  is a timeout, the outage is counted from the start of that try: the time spent waiting on a
+  silent connection (until its read timeout) counts too.
 
 Every action retried here must be safe to run again: one transaction that either committed
 or did not. SQLAlchemy invalidates the whole pool on a disconnect, so the next try gets a
@@ -53,14 +56,17 @@ def is_transient(error: BaseException) -> bool:
 
 
 def is_disconnect(error: BaseException) -> bool:
-    """True when the server is unreachable or dropped the connection (not for SQL errors)."""
-    if isinstance(error, DatabaseConnectionError):
+    """True when the server is unreachable, dropped the connection or stopped answering
+    (connect / read timeouts), not for SQL errors."""
+    if isinstance(error, (DatabaseConnectionError, TimeoutError, ConnectionError)):
         return True
     if not isinstance(error, sa.exc.DBAPIError):
         return False
     if error.connection_invalidated:
         return True
     orig = error.orig
+    if isinstance(orig, (TimeoutError, ConnectionError)):
+        return True
     module = type(orig).__module__
     if module.startswith("psycopg"):
         sqlstate = getattr(orig, "sqlstate", None)
@@ -71,6 +77,15 @@ def is_disconnect(error: BaseException) -> bool:
         code = next(iter(getattr(orig, "args", ())), None)
         return code in _DISCONNECT_MYSQL
     return False
+
+
+def is_timeout(error: BaseException) -> bool:
+    """True for a connect / read / write timeout: the server (or the network) stopped answering."""
+    orig = getattr(error, "orig", None) or error
+    if isinstance(orig, TimeoutError):
+        return True
+    text = str(orig).lower()
+    return "timed out" in text or "timeout" in text
 
 
 def first_line(error: BaseException | None) -> str:
@@ -109,6 +124,7 @@ def retry_outage(
     outage_started: float | None = None
     delay = FIRST_DELAY
     while True:
+        started = time.monotonic()
         try:
             result = action()
         except Exception as err:
@@ -122,7 +138,9 @@ def retry_outage(
                 on_disconnect()
             now = time.monotonic()
             if outage_started is None:
-                outage_started = now
+                # A timeout fails a try only after waiting that long: the server stopped
+                # answering at the latest when the try began.
+                outage_started = started if is_timeout(err) else now
                 logger.warning("database %s unreachable (%s); retrying for up to %g s",
                                where, first_line(getattr(err, "orig", None) or err), outage_seconds)
             waited = now - outage_started

@@ -335,10 +335,9 @@ MALFORMED = [
         ConfigError, id="result-timestamps-not-bool",
     ),
     pytest.param(
-        doc(database="use_ssh: true"),
-        ["PY_EXPERIMENTER.Database.use_ssh", "SSH tunnels are not supported", "port forward",
-         "CREDENTIALS.Database.url"],
-        ConfigError, id="use-ssh",
+        doc(database="use_ssh: maybe"),
+        ["PY_EXPERIMENTER.Database.use_ssh", "expected true or false", "'maybe'"],
+        ConfigError, id="use-ssh-not-bool",
     ),
     pytest.param(
         doc(provider="oracle"),

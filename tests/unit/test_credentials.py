@@ -154,20 +154,113 @@ def test_malformed_credential_files(tmp_path: Path, text: str, fragments: list[s
     assert "s3cr" not in message
 
 
-def test_ssh_section_is_ignored_with_a_warning(tmp_path: Path) -> None:
+def test_ssh_section_of_1_4_2(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        """
+        f"""
         CREDENTIALS:
-          Database: {user: a, password: b}
+          Database: {{user: a, password: b}}
           Connection:
-            Standard: {server: localhost}
-            Ssh: {server: gateway, address: gw.example.org, port: 22}
+            Standard: {{server: localhost}}
+            Ssh:
+              server: 127.0.0.1
+              address: gw.example.org
+              port: 2022
+              ssh_private_key_password: "{SECRET}"
+              remote_address: db.internal
+              remote_port: 3307
+              local_address: 127.0.0.1
+              local_port: 13306
         """,
     )
-    with pytest.warns(UserWarning, match="SSH tunnels are not supported"):
-        creds = load_credentials(path)
-    assert creds.host == "localhost"
+    creds = load_credentials(path)
+    ssh = creds.ssh
+    assert ssh is not None and creds.host == "localhost"
+    assert (ssh.address, ssh.port, ssh.passphrase, ssh.remote_host(), ssh.remote_port, ssh.local_address,
+            ssh.local_port) == ("gw.example.org", 2022, SECRET, "db.internal", 3307, "127.0.0.1", 13306)
+    assert ssh.ssh_config_file == "~/.ssh/config" and ssh.source == str(path)
+    for text in (repr(creds), str(creds), repr(ssh)):
+        assert "s3cr" not in text and "gw.example.org" in text
+
+
+def test_ssh_defaults_and_the_docs_spelling(tmp_path: Path) -> None:
+    # 1.4.2's docs: passphrase, and server = the database as the SSH server sees it
+    path = write(tmp_path, f"""
+        CREDENTIALS:
+          Connection:
+            Ssh: {{address: login-node, server: db.cluster, passphrase: "{SECRET}"}}
+        """)
+    ssh = load_credentials(path).ssh
+    assert ssh is not None
+    assert (ssh.port, ssh.passphrase, ssh.remote_host(), ssh.remote_port, ssh.local_port) == (
+        None, SECRET, "db.cluster", None, 0)
+    # 1.4.2's code: server is where the client connects (the tunnel's end): not the remote host
+    ssh = load_credentials(write(tmp_path, "CREDENTIALS:\n  Connection: {Ssh: {address: h, server: localhost}}\n")).ssh
+    assert ssh is not None and ssh.remote_host() == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("ssh", "fragments"),
+    [
+        ("{port: 22}", ["CREDENTIALS.Connection.Ssh.address", "missing required key 'address'"]),
+        ("{address: h, prot: 22}", ["CREDENTIALS.Connection.Ssh.prot", "unknown key", "address, port, server"]),
+        ("{address: h, port: 70000}", ["CREDENTIALS.Connection.Ssh.port", "1 and 65535"]),
+        (f"{{address: h, passphrase: a, ssh_private_key_password: '{SECRET}'}}", ["not both"]),
+        ("{address: h, passphrase: 1234}", ["Ssh.passphrase", "expected a string", "int"]),
+        ("[h]", ["CREDENTIALS.Connection.Ssh", "expected a mapping"]),
+    ],
+)
+def test_malformed_ssh_sections(tmp_path: Path, ssh: str, fragments: list[str]) -> None:
+    path = write(tmp_path, f"CREDENTIALS:\n  Connection:\n    Ssh: {ssh}\n")
+    with pytest.raises(CredentialsError) as info:
+        load_credentials(path)
+    message = str(info.value)
+    assert str(path) in message
+    for fragment in fragments:
+        assert fragment in message, message
+    assert "s3cr" not in message
+
+
+@pytest.mark.parametrize("password", ["''", '""', "null", None])
+def test_empty_or_missing_password_is_accepted(tmp_path: Path, password: str | None) -> None:
+    line = "" if password is None else f"\n    password: {password}"
+    path = write(tmp_path, f"CREDENTIALS:\n  Database:\n    user: root{line}\n"
+                           "  Connection: {Standard: {server: 127.0.0.1}}\n")
+    creds = load_credentials(path)
+    expected = "" if password in ("''", '""') else None
+    assert creds.password == expected
+    url = database_url("mysql", "exp", creds)
+    assert (url.username, url.password, url.host) == ("root", expected, "127.0.0.1")
+    assert make_url(url.render_as_string(hide_password=False)).username == "root"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "CREDENTIALS:\n  Database: {user: root, password: ''}\n",  # 1.4.2 MySQL file, empty password
+        "CREDENTIALS:\n  Database: {user: root, password: 12345}\n",  # invalid for a server
+        "CREDENTIALS:\n  Database: [broken\n",  # not YAML
+        "NOT_CREDENTIALS: 1\n",
+        "CREDENTIALS:\n  Connection: {Ssh: {port: 22}}\n",
+        "CREDENTIALS:\n  Database: {url: 'mysql+pymysql://u:pw@h/db'}\n",  # a server URL
+    ],
+)
+def test_sqlite_never_fails_on_the_credential_file(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, text)
+    url = resolve_database_url("sqlite", "exp", path)
+    assert (url.drivername, url.database) == ("sqlite", "exp.db")
+
+
+def test_sqlite_still_takes_a_sqlite_url_from_the_credential_file(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere.db"
+    path = write(tmp_path, f"CREDENTIALS:\n  Database: {{url: 'sqlite:///{target}'}}\n")
+    assert resolve_database_url("sqlite", "exp", path).database == str(target)
+    assert resolve_database_url("sqlite", "exp", tmp_path / "absent.yml").database == "exp.db"
+
+
+def test_server_databases_still_check_the_file(tmp_path: Path) -> None:
+    with pytest.raises(CredentialsError, match=r"Database\.password"):
+        resolve_database_url("mysql", "exp", write(tmp_path, "CREDENTIALS:\n  Database: {user: a, password: 1}\n"))
 
 
 def test_string_port_is_accepted(tmp_path: Path) -> None:
