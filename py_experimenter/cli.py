@@ -34,6 +34,7 @@ from py_experimenter.exceptions import (
     ArgumentError,
     ConfigError,
     DatabaseConnectionError,
+    DatabaseUnavailableError,
     PyExperimenterError,
     TableError,
     WhereError,
@@ -332,7 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     0: done. 2: bad input (a file, option or argument) or an unusable environment (the
     database unreachable, the table not created yet): one line on stderr, the traceback
-    only with ``--debug``. 1: an internal error.
+    only with ``--debug``. 1: the database stayed away longer than
+    ``database_outage_seconds`` (one line too), or an internal error.
     """
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -341,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return COMMANDS[args.command](args)
+    except DatabaseUnavailableError as err:  # waited database_outage_seconds: a failed run, not bad input
+        return _fail(err, 1, args.debug)
     except USER_ERRORS as err:
         return _fail(err, 2, args.debug)
     except PyExperimenterError as err:
