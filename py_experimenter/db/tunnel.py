@@ -224,10 +224,7 @@ class SshTunnel:
             forwarder.start()
         except Exception:
             reason = log.last_error or "the SSH session could not be established"
-            try:
-                forwarder.stop(force=True)
-            except Exception as err:  # nothing was opened
-                logger.debug("cleaning up a failed SSH tunnel: %s", err)
+            _discard(forwarder)
             login = f"{forwarder.ssh_username}@{forwarder.ssh_host}:{forwarder.ssh_port}"
             if "Could not open connection to gateway" in reason:
                 raise CredentialsError(
@@ -239,6 +236,19 @@ class SshTunnel:
                 f"cannot open an SSH tunnel through {login} to {self.remote[0]}:{self.remote[1]}: {reason}"
             ) from None
         return forwarder
+
+
+def _discard(forwarder: Any) -> None:
+    """Release what a forwarder that failed to start holds (its stop() would wait forever on
+    forward servers that never started serving)."""
+    for server in list(getattr(forwarder, "_server_list", [])):
+        try:
+            server.server_close()
+        except OSError as err:
+            logger.debug("closing a forward server: %s", err)
+    transport = vars(forwarder).get("_transport")
+    if transport is not None:
+        transport.close()
 
 
 def _import_sshtunnel() -> Any:
