@@ -8,6 +8,7 @@ so every experiment that finishes went through the tunnel.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -205,3 +206,38 @@ def test_without_sshtunnel_the_error_names_the_extra(tmp_path: Path, sshd: None)
               "    print(err)\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert "pip install 'py-experimenter[ssh]'" in done.stdout, done.stdout + done.stderr
+
+
+def _session_pids(client_port: int) -> list[int]:
+    """The sshd processes serving the SSH connection that comes from ``client_port``."""
+    listing = subprocess.run(["ss", "-Htnp", f"( sport = :{SSH_PORT} and dport = :{client_port} )"],
+                             capture_output=True, text=True, timeout=10).stdout
+    return [int(pid) for pid in re.findall(r"pid=(\d+)", listing)]
+
+
+def test_a_dropped_ssh_connection_is_reopened(tmp_path: Path, sshd: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from py_experimenter.db import tunnel as tunnel_module
+
+    monkeypatch.setattr(tunnel_module, "KEEPALIVE_S", 0.5)  # check the SSH connection often
+    ssh = {"address": "127.0.0.1", "port": SSH_PORT, "user": "root", "private_key": str(KEY)}
+    config, credentials = _files(tmp_path, ssh, use_ssh=True)
+    experimenter = PyExperimenter(str(config), str(credentials), use_codecarbon=False)
+    tunnel = experimenter._ssh_tunnel
+    assert tunnel is not None
+    try:
+        assert experimenter.fill_table_from_config() == 12
+        transport = tunnel._forwarder._transport
+        client_port = transport.sock.getsockname()[1]
+        pids = _session_pids(client_port)
+        assert pids, "cannot find the sshd serving the tunnel"
+        for pid in pids:
+            os.kill(pid, 9)  # the SSH connection drops (as when a login node reboots)
+        deadline = time.monotonic() + 30
+        while tunnel._forwarder is None or tunnel._forwarder._transport is transport or not tunnel.is_active:
+            assert time.monotonic() < deadline, "the tunnel was not reopened"
+            time.sleep(0.2)
+        # pooled connections died with the old SSH connection: the pool replaces them
+        assert len(experimenter.db.run(experimenter.get_table)) == 12  # same local port, new SSH connection
+    finally:
+        experimenter.delete_table()
+        experimenter.close_ssh_tunnel()
