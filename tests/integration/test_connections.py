@@ -189,6 +189,28 @@ def test_use_ssh_tunnel_without_an_ssh_section(tmp_path: Path) -> None:
     assert "hunter2" not in message
 
 
+def test_use_ssh_tunnel_false_overrides_the_experiment_file(tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    require_server("mysql")
+    server = make_url(SERVER_URLS["mysql"])
+    credentials = tmp_path / "credentials.yml"  # no Ssh section: the tunnel must not be tried
+    credentials.write_text(yaml.safe_dump({"CREDENTIALS": {"Database": {"url": server.render_as_string(False)}}}))
+    config = write_config(tmp_path / "exp.yml", "mysql", str(server.database), f"direct_{uuid.uuid4().hex[:8]}",
+                          use_ssh=True)
+    experimenter = PyExperimenter(str(config), str(credentials), use_ssh_tunnel=False, use_codecarbon=False)
+    try:
+        assert (experimenter.db.url.host, experimenter.db.url.port) == (server.host, server.port)
+        assert experimenter.fill_table_from_config() == 3
+        with caplog.at_level("WARNING", logger="py-experimenter"):
+            experimenter.close_ssh_tunnel()  # as 1.4.2: a warning, nothing else
+            experimenter.close_ssh()
+        assert caplog.text.count("No ssh tunnel to close") == 2
+        assert len(experimenter.get_table()) == 3
+    finally:
+        experimenter.delete_table()
+        experimenter.db.dispose()
+
+
 # ---------------------------------------------------------------- read timeouts
 
 
