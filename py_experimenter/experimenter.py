@@ -13,6 +13,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from py_experimenter.admin import ExperimentAdmin
+from py_experimenter.analysis import read_codecarbon, read_logtable, read_table
 from py_experimenter.arguments import check_execute_arguments, check_optional_str
 from py_experimenter.config import ExperimentConfig, load_experiment_config
 from py_experimenter.config_execution import override_execution
@@ -342,34 +343,25 @@ class PyExperimenter:
 
     def get_table(self) -> pd.DataFrame:
         """The experiment table as a DataFrame."""
-        return self._read(self.db.schema.main)
+        self._ensure_tables()
+        return read_table(self.db, self.db.schema.main)
 
     def get_logtable(self, logtable_name: str) -> pd.DataFrame:
         """A logtable (by its name in the experiment file) as a DataFrame."""
-        if logtable_name not in self.db.schema.logtables:
-            raise ConfigError(
-                f"{logtable_name!r} is not a logtable; the logtables are {list(self.db.schema.logtables)}"
-            )
-        return self._read(self.db.schema.logtables[logtable_name])
+        self._ensure_tables()
+        return read_logtable(self.db, logtable_name)
 
     def get_attempts_table(self) -> pd.DataFrame:
         """Every try of every experiment (worker, host, job, start, end, outcome, error)."""
-        return self._read(self.db.schema.attempts)
+        self._ensure_tables()
+        return read_table(self.db, self.db.schema.attempts)
 
     def get_codecarbon_table(self) -> pd.DataFrame:
         """The CodeCarbon emissions table as a DataFrame: one row per measured attempt
-        (``experiment_id``, ``attempt``, PyExperimenter 1.4.2's columns).
-
-        With CodeCarbon off (``use_codecarbon=False`` or not installed) the table is read if
-        an earlier run made it, else an empty DataFrame with its columns is returned.
-        """
-        table = self.db.schema.codecarbon
-        if not self.db.schema.with_codecarbon:
-            self._ensure_tables()
-            with self.db.connect() as conn:
-                if not sa.inspect(conn).has_table(table.name):
-                    return pd.DataFrame(columns=[c.name for c in table.columns])
-        return self._read(table)
+        (``experiment_id``, ``attempt``, PyExperimenter 1.4.2's columns); empty, with its
+        columns, when CodeCarbon is off and no earlier run made it."""
+        self._ensure_tables()
+        return read_codecarbon(self.db)
 
     def close_ssh_tunnel(self) -> None:
         """Close this experimenter's SSH tunnel (and its pooled connections through it).
@@ -386,11 +378,6 @@ class PyExperimenter:
     def close_ssh(self) -> None:
         """PyExperimenter 1.4.2's name of :meth:`close_ssh_tunnel`."""
         self.close_ssh_tunnel()
-
-    def _read(self, table: sa.Table) -> pd.DataFrame:
-        self._ensure_tables()
-        with self.db.connect() as conn:
-            return pd.read_sql_query(sa.select(table).order_by(table.c.ID), conn)
 
     def cancel_experiments(
         self, experiment_ids: Iterable[int] | int | None = None, where: str | None = None
