@@ -6,6 +6,7 @@ the value, the rule and an example. ``True`` / ``False`` are not accepted as int
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from py_experimenter.exceptions import ArgumentError
@@ -53,8 +54,14 @@ def check_optional_str(name: str, value: Any, example: str) -> str | None:
     return value
 
 
-def check_execute_arguments(function: Any, random_order: Any, n_jobs: Any, max_experiments: Any) -> None:
-    """The checks of ``PyExperimenter.execute``, made before any experiment is claimed."""
+def check_execute_arguments(function: Any, random_order: Any, n_jobs: Any, max_experiments: Any) -> bool:
+    """The checks of ``PyExperimenter.execute``, made before any experiment is claimed.
+
+    Returns ``random_order`` as a bool. ``execute(fn, -1)`` (an older PyExperimenter's call,
+    whose second argument was ``max_experiments``; still in 1.4.2 users' scripts and in
+    1.4.2's own tests) passes ``-1`` as ``random_order``: 1.4.2 took it as true and ran every
+    experiment in random order, and so do we, with a ``FutureWarning``.
+    """
     if function is not None and not callable(function):
         hint = ""
         if isinstance(function, str):
@@ -64,6 +71,15 @@ def check_execute_arguments(function: Any, random_order: Any, n_jobs: Any, max_e
             f"experiment_function={function!r}: expected a function taking (keyfields, result_processor, "
             f"custom_fields), or None to run Execution.adapter; got {type(function).__name__}{hint}"
         )
+    if type(random_order) is int and random_order == -1:
+        warnings.warn(
+            "execute(experiment_function, -1): the second argument is random_order, not max_experiments; "
+            "as in PyExperimenter 1.4.2, -1 runs every experiment in random order. Write "
+            "execute(experiment_function, max_experiments=-1) (or random_order=True)",
+            FutureWarning, stacklevel=3,
+        )
+        random_order = True
     check_bool("random_order", random_order)
     positive_int("n_jobs", n_jobs, allow=(None,), meaning="; None uses n_jobs of the experiment file")
     positive_int("max_experiments", max_experiments, allow=(-1,), meaning="; -1 (the default) runs all")
+    return bool(random_order)

@@ -218,7 +218,7 @@ class PyExperimenter:
         :raises ConfigError: no function and no usable adapter, or the adapter's engine /
             image / command is not usable (checked before any experiment is claimed).
         """
-        check_execute_arguments(experiment_function, random_order, n_jobs, max_experiments)
+        random_order = check_execute_arguments(experiment_function, random_order, n_jobs, max_experiments)
         runner = None if experiment_function is not None and adapter is None else self._adapter(adapter)
         execution = self.config.execution
         if runner is None and execution.isolation == "inline" and (execution.timeout or execution.memory):

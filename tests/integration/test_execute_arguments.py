@@ -60,6 +60,14 @@ def test_execute_accepts_the_documented_values(exp):
     assert set(exp.get_table()["status"]) == {"done"}
 
 
+def test_execute_fn_minus_one_runs_everything_as_in_1_4_2(exp):
+    # ``execute(fn, -1)``: an older PyExperimenter's call (second argument max_experiments), found in
+    # 1.4.2 users' scripts and in 1.4.2's own tests; 1.4.2 took -1 as random_order=True and ran all.
+    with pytest.warns(FutureWarning, match=r"execute\(experiment_function, max_experiments=-1\)"):
+        assert exp.execute(_ok, -1) == 3
+    assert set(exp.get_table()["status"]) == {"done"}
+
+
 def test_reset_and_cancel_check_their_arguments(exp):
     with pytest.raises(ArgumentError, match="where=3: expected a string"):
         exp.reset_experiments("created", where=3)  # type: ignore[arg-type]
