@@ -20,6 +20,7 @@ the statement and the caller's own filters (e.g. the status) always apply.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -84,6 +85,13 @@ def parse_where(where: str, table: sa.Table, backend: str) -> sa.ColumnElement[b
         raise WhereError(f"expected a string with an SQL condition, got {type(where).__name__}", where=where)
     if not where.strip():
         raise WhereError(f"it is empty; {_HINT}", where=where)
+    try:
+        return _parse_where(where, table, backend)
+    except RecursionError:  # thousands of NOTs or parentheses: sqlglot and SQLAlchemy recurse per level
+        raise WhereError(f"nested too deeply; {_HINT}", where=where) from None
+
+
+def _parse_where(where: str, table: sa.Table, backend: str) -> sa.ColumnElement[bool]:
     try:
         trees = sqlglot.parse(where, read=_DIALECTS[backend])
     except sqlglot.errors.SqlglotError as err:
@@ -252,6 +260,10 @@ class _Translator:
             number: int | float = int(text) if node.is_int else float(text)
         except ValueError:
             raise self.fail(node, "not a number") from None
+        if isinstance(number, int) and not -2**63 <= number < 2**63:
+            raise self.fail(node, "an integer beyond 64 bits (no column holds it)")
+        if isinstance(number, float) and not math.isfinite(number):
+            raise self.fail(node, "a number beyond double precision")
         return sa.literal(number)
 
     def _string(self, node: exp.Expression, what: str) -> str:

@@ -81,6 +81,11 @@ ESCAPES = [
     ("seed = x'41'", "is not allowed"),
     ("", "it is empty"),
     ("   ", "it is empty"),
+    ("seed = 99999999999999999999999999999", "an integer beyond 64 bits"),
+    ("seed = 9223372036854775808", "an integer beyond 64 bits"),
+    ("seed = 1e999", "a number beyond double precision"),
+    ("NOT " * 3000 + "seed = 1", "nested too deeply"),
+    ("(" * 3000 + "seed = 1" + ")" * 3000, "nested too deeply"),
 ]
 
 
