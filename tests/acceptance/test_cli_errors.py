@@ -8,6 +8,7 @@ in threads so that the whole table takes well under a minute.
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -144,6 +145,7 @@ def _cases() -> list[Case]:
 
 
 CASES = _cases()
+QUICK = {c.name: c.quick for c in CASES}
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +173,10 @@ def test_bad_input_is_exit_2_and_one_line(results, case: Case):
     assert lines[0].startswith("py-experimenter: error: ") and case.expect in lines[0], lines[0]
     assert "Traceback" not in result.stderr and PASSWORD not in result.stderr + result.stdout
     if case.quick:
-        assert seconds < 15, f"a refused connection took {seconds:.1f} s to report"
+        # Beyond the start-up every run of the CLI pays (slow on a loaded machine: the typical
+        # time of the cases that reach no server), a refused connection answers within seconds.
+        startup = statistics.median(t for name, (_, t) in results.items() if not QUICK[name])
+        assert seconds - startup < 15, f"a refused connection took {seconds:.1f} s to report (start-up {startup:.1f} s)"
 
 
 def test_debug_shows_the_traceback(tmp_path: Path):
