@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -63,6 +64,7 @@ class ResultProcessor:
         where = f"process_results (experiment {self.experiment_id})"
         values = {name: _checked(self._result_checkers[name], value, where, "resultfield", name)
                   for name, value in results.items()}
+        self._check_packet(values, where, "resultfield", self._result_checkers)
         self._queue.write_results(self._experiment, values)
 
     def process_logs(self, logs: Mapping[str, Mapping[str, Any] | list[Mapping[str, Any]]]) -> None:
@@ -102,10 +104,48 @@ class ResultProcessor:
                     )
                 where = f"process_logs (experiment {self.experiment_id}) logtable {logtable!r} row {index}"
                 grouped.append({c: _checked(checkers[c], row.get(c), where, "column", c) for c in columns})
+                self._check_packet(grouped[-1], where, "column", checkers)
             if grouped:
                 prepared[logtable] = grouped
         if prepared:
             self._queue.write_logs(self._experiment, prepared)
+
+    def _check_packet(self, values: Mapping[str, Any], where: str, what: str,
+                      checkers: Mapping[str, ColumnChecker]) -> None:
+        """Refuse one write that MySQL/MariaDB would not accept in one packet (it drops the
+        connection instead of answering, which would be retried as an outage)."""
+        sizes = {name: _wire_bytes(value) for name, value in values.items()}
+        if sum(sizes.values()) <= _SMALL_WRITE:
+            return
+        limit = self._queue.db.max_packet_bytes()
+        if limit is None or sum(sizes.values()) + _STATEMENT_MARGIN <= limit:
+            return
+        name = max(sizes, key=lambda n: sizes[n])
+        raise invalid_value(
+            where, what, name, checkers[name].sql_type, values[name],
+            f"about {sum(sizes.values())} bytes in one write, more than the server's max_allowed_packet "
+            f"({limit} bytes); raise max_allowed_packet on the server or store less",
+        )
+
+
+#: Writes below this many bytes of values never ask the server for its packet limit.
+_SMALL_WRITE = 1 << 20
+#: Room for the statement's text and its other values.
+_STATEMENT_MARGIN = 64 << 10
+_ESCAPED = frozenset(b"\0\n\r\x1a'\"\\")
+
+
+def _wire_bytes(value: Any) -> int:
+    """Bytes a text / binary value takes in a MySQL statement (escaped characters count twice)."""
+    if isinstance(value, list | dict):  # a JSON column's value, sent as JSON text
+        value = json.dumps(value)
+    if isinstance(value, str):
+        data = value.encode("utf-8", "surrogatepass")
+    elif isinstance(value, bytes | bytearray | memoryview):
+        data = bytes(value)
+    else:
+        return 32
+    return len(data) + sum(data.count(c) for c in _ESCAPED)
 
 
 def _log_rows(logtable: str, entries: Any) -> list[Any]:

@@ -40,6 +40,7 @@ class Database:
         self.schema = schema
         self._engine: Engine | None = None
         self._engine_pid: int | None = None
+        self._max_packet: int | None = None
         self._lock = threading.Lock()
         self._lock_pid = os.getpid()
         _LIVE.add(self)
@@ -93,6 +94,19 @@ class Database:
             raise DatabaseConnectionError(
                 f"cannot connect to {describe(self.url)}: {first_line(err.orig)}"
             ) from None
+
+    def max_packet_bytes(self) -> int | None:
+        """MySQL/MariaDB's ``max_allowed_packet`` (read once); None on other backends.
+
+        A statement larger than this makes the server drop the connection, which would look
+        like an outage and be retried: writes of large values are checked against it first.
+        """
+        if self.backend != "mysql":
+            return None
+        if getattr(self, "_max_packet", None) is None:
+            with self.connect() as conn:
+                self._max_packet = int(conn.execute(sa.text("SELECT @@max_allowed_packet")).scalar_one())
+        return self._max_packet
 
     def dispose(self) -> None:
         """Close every pooled connection of this process (in a forked child: only the child's)."""
