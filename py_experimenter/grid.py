@@ -8,7 +8,9 @@ The keyhash, precisely (stable across releases; :func:`keyhash` computes it for 
 rows): each value is first converted by its column's checker
 (:mod:`py_experimenter.values`: 5, 5.0 and ``numpy.int64(5)`` in an INT column are all 5;
 ``"5"`` in a VARCHAR column is the text "5"), then written in canonical form — integers,
-floats, text, bools and NULL as JSON numbers / strings / true / false / null, DECIMAL(p,s) as
+floats (rounded to 15 significant digits, 6 for single-precision FLOAT / REAL, so that 0.3 and
+0.30000000000000004 are one experiment), text, bools and NULL as JSON numbers / strings / true /
+false / null, DECIMAL(p,s) as
 the text of the rounded decimal (``"0.930"``), dates and times in ISO format, JSON values as
 their JSON text with sorted keys, bytes as hex. The pairs ``[name, canonical value]`` are
 sorted by keyfield name and encoded as compact JSON (``[["dataset","iris"],["seed",1]]``,

@@ -107,6 +107,14 @@ class ColumnChecker:
         return self.convert(plain_value(value))
 
 
+def _significant(digits: int) -> Callable[[float], float]:
+    """Keyhash form of a float: rounded to ``digits`` significant digits, so that 0.3 and
+    0.30000000000000004 (1.4.2's ``np.arange`` ranges) or a FLOAT's single-precision read-back
+    are the same experiment."""
+    pattern = f".{digits}g"
+    return lambda value: float(format(value, pattern))
+
+
 def checker_for(sql_type: str, backend: str = "sqlite") -> ColumnChecker:
     """The checker for a column declared as ``sql_type`` on ``backend`` (sqlite, mysql, postgresql)."""
     name, args = sql_type_parts(sql_type)
@@ -117,9 +125,9 @@ def checker_for(sql_type: str, backend: str = "sqlite") -> ColumnChecker:
         bits = _INT_BITS[name]
         return ColumnChecker(sql_type, "integer", integer(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1), same)
     if name in ("FLOAT", "REAL"):
-        return ColumnChecker(sql_type, "float", floating(FLOAT32_MAX, "FLOAT (single precision)"), same)
+        return ColumnChecker(sql_type, "float", floating(FLOAT32_MAX, "FLOAT (single precision)"), _significant(6))
     if name in ("DOUBLE", "DOUBLE PRECISION") or (name in ("DECIMAL", "NUMERIC") and not args):
-        return ColumnChecker(sql_type, "float", floating(math.inf, name), same)
+        return ColumnChecker(sql_type, "float", floating(math.inf, name), _significant(15))
     if name in ("DECIMAL", "NUMERIC"):
         precision, scale = args[0], args[1] if len(args) > 1 else 0
         return ColumnChecker(sql_type, "decimal", decimal_rule(precision, scale), str)
