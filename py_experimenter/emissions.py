@@ -87,7 +87,7 @@ def has_codecarbon_section(experiment_file: str | os.PathLike[str]) -> bool:
     try:
         with open(experiment_file, encoding="utf-8") as handle:
             data = yaml.safe_load(handle)
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):  # ValueError: not UTF-8 (UnicodeDecodeError)
         return False  # loading the configuration reports the problem itself
     section = data.get("PY_EXPERIMENTER") if isinstance(data, dict) else None
     return isinstance(section, dict) and any(key in section for key in ("CodeCarbon", "CODECARBON"))

@@ -59,6 +59,7 @@ def _workspace(root: Path) -> None:
     _write(root / "notdb.yml", notdb)
     (root / "notdb.db").write_text("these are my notes, not a SQLite database\n")
     _write(root / "broken.yml", "PY_EXPERIMENTER:\n  Database: [unclosed\n")
+    (root / "latin1.yml").write_bytes("PY_EXPERIMENTER:\n  n_jobs: 1  # \u00e9t\u00e9\n".encode("latin-1"))
     unknown = experiment_yaml("sqlite", "t", KEYFIELDS)
     unknown["PY_EXPERIMENTER"]["bogus_key"] = 3
     _write(root / "unknown.yml", unknown)
@@ -95,6 +96,7 @@ def _cases() -> list[Case]:
                           "Connection refused", quick=True))
     file_cases = [
         ("invalid-yaml", ["broken.yml"], "broken.yml: YAML syntax error", ("fill", "reset")),
+        ("not-utf8", ["latin1.yml"], "latin1.yml: the experiment file is not UTF-8 text", ("fill", "run")),
         ("unknown-key", ["unknown.yml"], "unknown key 'bogus_key'", ("run", "cancel")),
         ("missing-credentials", ["mysql.yml", "--credentials", "nope.yml"], "nope.yml: credential file not found",
          ("status", "migrate")),
