@@ -16,6 +16,7 @@ before any statement runs.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -197,10 +198,13 @@ def _value_error(err: sa.exc.DBAPIError) -> bool:
 def _experiment_ids(ids: Iterable[int]) -> list[int]:
     if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
         raise ConfigError(f"experiment IDs {ids!r}: expected an integer ID or a list of them, such as [3, 7]")
-    chosen = set()
+    chosen: set[int] = set()
     for value in ids:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # numpy IDs from get_table() too
             raise ConfigError(f"experiment ID {value!r}: expected an integer ID such as 7")
+        value = int(value)
+        if not -2**31 <= value < 2**31:  # the ID column is an INT: no row has it (and a driver may not bind it)
+            raise ConfigError(f"experiment ID {value}: beyond the ID column's range (INT), not an experiment ID")
         chosen.add(value)
     return sorted(chosen)
 

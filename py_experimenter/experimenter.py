@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import numbers
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -256,6 +257,10 @@ class PyExperimenter:
 
     def unpause_experiment(self, experiment_id: int, experiment_function: ExperimentFunction) -> None:
         """Run a ``paused`` experiment again with ``experiment_function``."""
+        if isinstance(experiment_id, bool) or not isinstance(experiment_id, numbers.Integral) \
+                or not 1 <= int(experiment_id) < 2**31:  # an INT column; numpy IDs (get_table()) too
+            raise ConfigError(f"experiment_id={experiment_id!r}: expected an experiment ID (a positive integer)")
+        experiment_id = int(experiment_id)
         self._ensure_tables()
         self._run_one(experiment_id, ExperimentStatus.PAUSED, None, experiment_function)
 
