@@ -24,7 +24,7 @@ from py_experimenter.config_execution import ExecutionSpec, parse_execution
 from py_experimenter.config_interpolation import resolve_interpolations
 from py_experimenter.config_names import check_names
 from py_experimenter.config_values import MAX_RANGE_VALUES, parse_values
-from py_experimenter.exceptions import InvalidIdentifierError
+from py_experimenter.exceptions import ConfigError, InvalidIdentifierError
 from py_experimenter.identifiers import max_table_name_length
 from py_experimenter.sqltypes import parse_sql_type
 
@@ -154,6 +154,11 @@ def load_experiment_config(
     :raises ConfigError: the file is missing, is not valid YAML, or breaks a rule; the message
         names the file, the key path, what is wrong and how to fix it.
     """
+    if not isinstance(path, str | os.PathLike):
+        raise ConfigError(
+            f"the experiment file must be given as a path (str or os.PathLike), got a {type(path).__name__} "
+            f"({path!r:.80}); a dict or a Hydra DictConfig goes to parse_experiment_config"
+        )
     source = os.fspath(path)
     data = read_yaml(source, what="experiment file")
     return parse_experiment_config(data, source, table_name=table_name, database_name=database_name)

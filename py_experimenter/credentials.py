@@ -244,6 +244,9 @@ def load_credentials(path: str | os.PathLike[str] | None = None, required: bool 
                 f"or set {DATABASE_URL_ENV} to a full database URL"
             )
         return Credentials()
+    if not isinstance(path, str | os.PathLike):
+        raise CredentialsError(f"the credential file must be given as a path (str or os.PathLike), "
+                               f"got a {type(path).__name__}")
     source = os.fspath(path)
     try:
         with open(source, encoding="utf-8") as handle:
