@@ -25,7 +25,7 @@ from py_experimenter.db.migration import MigrationReport, migrate
 from py_experimenter.db.schema import build_schema
 from py_experimenter.db.tunnel import SshTunnel, open_ssh_tunnel
 from py_experimenter.emissions import EmissionsRecorder, codecarbon_available, has_codecarbon_section
-from py_experimenter.exceptions import ConfigError, ExperimentNotRunnableError
+from py_experimenter.exceptions import ConfigError, DatabaseConnectionError, ExperimentNotRunnableError
 from py_experimenter.executor import Executor, ExperimentFunction
 from py_experimenter.fill import fill_rows
 from py_experimenter.grid import RowCanonicalizer, combine, grid_rows
@@ -228,6 +228,7 @@ class PyExperimenter:
                 "(a function running inline cannot be stopped or limited safely); add isolation: process"
             )
         self.db.outage_seconds = self.config.execution.database_outage_seconds
+        self._check_sqlite_folder()
         self.db.run(self._ensure_tables)  # an executor started during a database restart waits for it
         jobs = self.config.n_jobs if n_jobs is None else n_jobs
         if jobs > 1 and is_memory_database(self.db.url):
@@ -254,6 +255,20 @@ class PyExperimenter:
         keyhash = canonicalizer.keyhash(canonicalizer.normalize(keyfield_values))
         experiment_id, status = self._find(keyhash)
         self._run_one(experiment_id, ExperimentStatus.CREATED, status, experiment_function)
+
+    def _check_sqlite_folder(self) -> None:
+        """A SQLite file whose folder does not exist never becomes reachable: say so at once
+        instead of riding it out as an outage for database_outage_seconds."""
+        url = self.db.url
+        if self.db.backend != "sqlite" or is_memory_database(url) or not url.database \
+                or url.database.startswith("file:"):
+            return
+        folder = os.path.dirname(os.path.abspath(url.database))
+        if not os.path.isdir(folder):
+            raise DatabaseConnectionError(
+                f"cannot connect to {url.render_as_string(hide_password=True)}: the folder {folder} does not exist; "
+                "create it or fix PY_EXPERIMENTER.Database.database"
+            )
 
     def unpause_experiment(self, experiment_id: int, experiment_function: ExperimentFunction) -> None:
         """Run a ``paused`` experiment again with ``experiment_function``."""
