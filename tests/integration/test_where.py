@@ -137,9 +137,8 @@ def test_cli_escape_attempt_is_one_line_and_changes_nothing(exp, backend, tmp_pa
     _same(_rows(exp), before)
 
 
+@pytest.mark.parametrize("backend", ["mysql", "postgresql"], indirect=True)  # row locks: servers only
 def test_a_lock_timeout_is_retried_and_never_called_an_invalid_where(exp, backend):
-    if backend.provider == "sqlite":
-        pytest.skip("row locks: MariaDB and PostgreSQL")
     setting = "SET innodb_lock_wait_timeout = 1" if backend.provider == "mysql" else "SET lock_timeout = '1s'"
     sa.event.listen(exp.db.engine, "connect", lambda dbapi, _record: dbapi.cursor().execute(setting))
     exp.db.engine.dispose()  # new connections get the short lock timeout
