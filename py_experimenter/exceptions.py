@@ -62,6 +62,16 @@ class FunctionLoadError(ConfigError):
     missing attribute, not callable)."""
 
 
+class LaunchError(ConfigError):
+    """Executors could not be started (Slurm, an SSH host, a missing extra); nothing was submitted
+    or started. One line naming the backend, host or job and the fix (``py-experimenter launch``
+    exits 2)."""
+
+
+class MissingExtraError(ConfigError, ImportError):
+    """An optional package is not installed; the message names the extra to install."""
+
+
 class DatabaseError(PyExperimenterError):
     """A problem with the database or a table in it."""
 

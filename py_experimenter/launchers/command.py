@@ -57,3 +57,18 @@ class ExecutorCommand:
     def shell(self, python: str | None = None) -> str:
         """:meth:`argv` quoted for a POSIX shell (a remote ``ssh`` command, a batch script)."""
         return shlex.join(self.argv(python))
+
+
+def require_extra(module: str, extra: str, purpose: str) -> None:
+    """Import ``module`` or raise :class:`MissingExtraError` naming ``pip install 'py-experimenter[extra]'``."""
+    import importlib
+
+    from py_experimenter.exceptions import MissingExtraError
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(
+            f"{purpose} needs the {module} package, which is not installed; "
+            f"install it with: pip install 'py-experimenter[{extra}]'"
+        ) from None
