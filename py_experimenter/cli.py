@@ -29,6 +29,7 @@ from py_experimenter.arguments import parse_count
 from py_experimenter.config_execution import ISOLATIONS, override_execution
 from py_experimenter.db.engine import describe
 from py_experimenter.db.retry import first_line
+from py_experimenter.deadline import DEADLINE_ENV, parse_deadline
 from py_experimenter.emissions import has_codecarbon_section
 from py_experimenter.exceptions import (
     ArgumentError,
@@ -117,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-experiments", metavar="N",
                      help="stop after this many experiments (default: all) [PY_EXPERIMENTER_MAX_EXPERIMENTS]")
     run.add_argument("--random-order", action="store_true", help="claim in random order")
+    run.add_argument("--deadline", metavar="WHEN",
+                     help="claim no experiment that cannot finish before WHEN: '+600', '90m', '2h', an ISO time or a "
+                          "Unix time (default inside a Slurm job: the job's end) [PY_EXPERIMENTER_DEADLINE]")
     run.add_argument("--name", default=_env("name", "PyExperimenter"), help="stored in the name column")
     run.add_argument("--codecarbon", action=argparse.BooleanOptionalAction, default=None,
                      help="track each experiment's emissions with CodeCarbon in <table>_codecarbon (default: "
@@ -162,6 +166,8 @@ _EXECUTION_OPTIONS = (
     ("heartbeat-seconds", "SECONDS", "how often a running experiment renews its lease (less than the lease)"),
     ("max-attempts", "N", "tries (lost / interrupted) before an experiment becomes error"),
     ("grace-seconds", "SECONDS", "after SIGTERM / SIGINT, how long the running experiment may still finish"),
+    ("expected-seconds", "SECONDS", "how long one experiment usually takes; with a deadline, no experiment is "
+                                    "claimed that cannot finish before it (default: from finished attempts)"),
     ("isolation", "{" + ",".join(ISOLATIONS) + "}", "run the experiment function in this process or a child"),
     ("timeout", "SECONDS", "time limit per experiment"),
     ("memory", "SIZE", "memory limit per experiment, e.g. 2g"),
@@ -218,6 +224,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     n_jobs = _count(args, "n_jobs")
     max_experiments = _count(args, "max_experiments", allow=(-1,), meaning="; -1 runs all")
     function = load_function(args.function) if args.function else None
+    if args.deadline:  # checked now; the executors (also forked ones) read it from the environment
+        os.environ[DEADLINE_ENV] = repr(parse_deadline(args.deadline))
     experimenter = _experimenter(args)
     if function is None and experimenter.config.execution.adapter == "function":
         raise ConfigError("no experiment function: pass --function MODULE:CALLABLE (or set PY_EXPERIMENTER_FUNCTION), "

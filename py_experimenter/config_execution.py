@@ -42,6 +42,10 @@ class ExecutionSpec:
     #: How long executors keep retrying (with bounded backoff) while the database server is
     #: unreachable before they give up and exit non-zero.
     database_outage_seconds: float = 300.0
+    #: How long one experiment usually takes; an executor with a deadline (Slurm's time limit or
+    #: ``run --deadline``) claims no experiment that cannot finish before it. Null: estimated
+    #: from this table's finished attempts.
+    expected_seconds: float | None = None
     isolation: Literal["inline", "process"] = "inline"
     timeout: float | None = None
     memory: str | None = None
@@ -140,6 +144,7 @@ def parse_execution(check: Checker, raw: Any, path: str) -> ExecutionSpec:
         "max_attempts": lambda v, w: check.integer(v, w, minimum=1),
         "grace_seconds": lambda v, w: _non_negative(check, v, w),
         "database_outage_seconds": lambda v, w: _non_negative(check, v, w),
+        "expected_seconds": positive,
         "isolation": lambda v, w: check.choice(v, w, ISOLATIONS),
         "timeout": positive,
         "memory": lambda v, w: _memory(check, v, w),
@@ -188,7 +193,7 @@ _OVERRIDE_PATH = "Execution"
 #: Keys whose text (from a command line or environment variable) is read as a number.
 _NUMERIC_KEYS = frozenset(
     {"lease_seconds", "heartbeat_seconds", "max_attempts", "grace_seconds", "database_outage_seconds",
-     "timeout", "cpus", "gpus"}
+     "expected_seconds", "timeout", "cpus", "gpus"}
 )
 
 

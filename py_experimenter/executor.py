@@ -16,6 +16,7 @@ from typing import Any
 from py_experimenter.adapters.contract import AdapterUnavailableError, ExperimentAdapter
 from py_experimenter.admin import ExperimentAdmin
 from py_experimenter.config import ExecutionSpec
+from py_experimenter.deadline import Deadline, resolve_deadline
 from py_experimenter.emissions import EmissionsRecorder
 from py_experimenter.exceptions import DatabaseUnavailableError, LeaseLostError
 from py_experimenter.heartbeat import Heartbeat, Watch
@@ -103,6 +104,10 @@ class Executor:
         self.recovery = LeaseRecovery(queue.db, max_attempts=execution.max_attempts)
         self._last_recovery = float("-inf")
         self.shutdown: GracefulShutdown | None = None
+        at = resolve_deadline()
+        #: The end of this executor's Slurm job or ``--deadline``: no claim that cannot finish before it.
+        self.deadline = None if at is None else Deadline(at, margin=execution.grace_seconds,
+                                                         expected=execution.expected_seconds)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -121,9 +126,11 @@ class Executor:
         claimed = done = 0
         try:
             self._remove_orphans()
-            with GracefulShutdown(self.execution.grace_seconds) as self.shutdown:
+            deadline_at = self.deadline.at if self.deadline else None
+            with GracefulShutdown(self.execution.grace_seconds, deadline_at) as self.shutdown:
                 while max_experiments < 0 or claimed < max_experiments:
-                    if self.shutdown.requested or (budget is not None and not _take(budget)):
+                    if self.shutdown.requested or self._past_deadline() \
+                            or (budget is not None and not _take(budget)):
                         break
                     experiment = self._next_experiment()
                     if experiment is None:
@@ -139,6 +146,15 @@ class Executor:
                 self.emissions.close()
             self.queue.close()
         return done
+
+    def _past_deadline(self) -> bool:
+        """True when the next experiment could not finish before the deadline (logged once)."""
+        if self.deadline is None:
+            return False
+        reason = self.deadline.refusal(self.queue.db.schema.attempts, self.queue.db.begin)
+        if reason:
+            logger.warning("not claiming another experiment: %s; leaving the rest to other executors", reason)
+        return reason is not None
 
     def _next_experiment(self) -> Experiment | None:
         """Claim the next experiment, taking back expired leases on the way.

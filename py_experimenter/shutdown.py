@@ -1,5 +1,5 @@
-"""Graceful shutdown of an executor on SIGTERM / SIGINT (Ctrl-C, ``scancel``, Slurm's
-pre-walltime signal).
+"""Graceful shutdown of an executor on SIGTERM / SIGINT / SIGUSR2 (Ctrl-C, ``scancel``, Slurm's
+pre-walltime signal, submitit's USR2).
 
 The first signal stops claiming. A running experiment may finish within the grace period;
 after it, or at once on a second signal, :class:`ExecutorInterrupted` is raised inside the
@@ -23,7 +23,10 @@ from typing import Any
 
 logger = logging.getLogger("py-experimenter")
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: SIGUSR2 is submitit's pre-timeout signal and a common ``#SBATCH --signal=B:USR2@120`` choice.
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+#: With a deadline, the grace period ends this long before it (Slurm kills at the deadline).
+DEADLINE_SAFETY_SECONDS = 5.0
 SAME_SIGNAL_WINDOW = 1.0
 
 
@@ -45,8 +48,10 @@ class ExperimentStopped(BaseException):
 class GracefulShutdown:
     """Signal handling for one executor process (a no-op outside the main thread)."""
 
-    def __init__(self, grace_seconds: float):
+    def __init__(self, grace_seconds: float, deadline: float | None = None):
         self.grace_seconds = grace_seconds
+        #: A Unix time (the job's end): the grace period never runs past it.
+        self.deadline = deadline
         self.requested = False
         self._in_experiment = False
         self._first_signal_at: float | None = None
@@ -87,13 +92,20 @@ class GracefulShutdown:
             if not self._in_experiment:
                 logger.warning("%s: no new experiments will be claimed; exiting", name)
                 return
-            if self.grace_seconds <= 0:
+            grace = self._grace()
+            if grace <= 0:
                 raise ExecutorInterrupted(f"{name}: handing the experiment back")
             logger.warning("%s: no new experiments will be claimed; the running one has %g s to finish "
-                           "(send the signal again to hand it back now)", name, self.grace_seconds)
-            signal.setitimer(signal.ITIMER_REAL, self.grace_seconds)
+                           "(send the signal again to hand it back now)", name, grace)
+            signal.setitimer(signal.ITIMER_REAL, grace)
         elif now - self._first_signal_at >= SAME_SIGNAL_WINDOW and self._in_experiment:
             raise ExecutorInterrupted(f"second {name}: handing the experiment back now")
+
+    def _grace(self) -> float:
+        """The grace period, cut short so that it ends before the deadline."""
+        if self.deadline is None:
+            return self.grace_seconds
+        return max(0.0, min(self.grace_seconds, self.deadline - time.time() - DEADLINE_SAFETY_SECONDS))
 
     def stop_experiment(self, kind: str, reason: str) -> None:
         """From any thread: raise :class:`ExperimentStopped` in the running inline experiment."""
