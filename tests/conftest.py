@@ -54,9 +54,61 @@ def require_server(provider: str) -> None:
     problem = _server_problem(provider)
     if problem:
         message = f"{provider} server unreachable ({problem}); run scripts/services"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if _in_ci():
             pytest.fail(message)
         pytest.skip("!!! SKIPPED, NO SERVER: " + message)
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@dataclass(frozen=True)
+class SlurmCluster:
+    """The single-node Slurm cluster of ``scripts/slurm``: partition names and CPUs of its node."""
+
+    partitions: tuple[str, ...]
+    cpus: int
+
+    @property
+    def partition(self) -> str:
+        return self.partitions[0]
+
+
+def _slurm_problem() -> str | None:
+    """None when sbatch / sinfo answer and a node is usable, else why not."""
+    import shutil
+    import subprocess
+
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        return "sinfo / sbatch not on PATH"
+    try:
+        result = subprocess.run(["sinfo", "-h", "-o", "%P %T %c"], capture_output=True, text=True, timeout=15)
+    except subprocess.TimeoutExpired:
+        return "sinfo did not answer within 15 s"
+    if result.returncode != 0:
+        return f"sinfo failed: {(result.stderr or result.stdout).strip().splitlines()[:1]}"
+    if not any(line.split()[1] in ("idle", "mixed", "allocated", "completing") for line in result.stdout.splitlines()):
+        return f"no usable node: {result.stdout.strip()!r}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> SlurmCluster:
+    """The real Slurm cluster; skips locally (fails under CI=true) when it is not up (run scripts/slurm)."""
+    import subprocess
+
+    problem = _slurm_problem()
+    if problem:
+        message = f"Slurm is not usable ({problem}); run scripts/slurm"
+        if _in_ci():
+            pytest.fail(message)
+        pytest.skip("!!! SKIPPED, NO SLURM: " + message)
+    listing = subprocess.run(["sinfo", "-h", "-o", "%P %c"], capture_output=True, text=True, check=True).stdout
+    lines = listing.splitlines()
+    partitions = tuple(line.split()[0].rstrip("*") for line in lines if line.strip())
+    cpus = max(int(line.split()[1]) for line in lines if line.strip())
+    return SlurmCluster(partitions=partitions, cpus=cpus)
 
 
 @dataclass
