@@ -22,7 +22,8 @@ def _experimenter(tmp_path: Path, rows: int) -> PyExperimenter:
     config.write_text(yaml.safe_dump(experiment_yaml("sqlite", "progress", {"seed": {"type": "INT",
                                                      "values": list(range(rows))}}, {"score": "DOUBLE"})))
     credentials = tmp_path / "credentials.yml"
-    credentials.write_text(yaml.safe_dump({"CREDENTIALS": {"Database": {"url": f"sqlite:///{tmp_path / 'db.sqlite'}"}}}))
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    credentials.write_text(yaml.safe_dump({"CREDENTIALS": {"Database": {"url": url}}}))
     return PyExperimenter(str(config), str(credentials), use_codecarbon=False)
 
 
