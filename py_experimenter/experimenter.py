@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import sqlalchemy as sa
 
 from py_experimenter.admin import ExperimentAdmin
 from py_experimenter.analysis import read_codecarbon, read_logtable, read_table
@@ -28,11 +27,12 @@ from py_experimenter.emissions import EmissionsRecorder, codecarbon_available, h
 from py_experimenter.exceptions import ConfigError, DatabaseConnectionError, ExperimentNotRunnableError
 from py_experimenter.executor import Executor, ExperimentFunction
 from py_experimenter.fill import fill_rows
-from py_experimenter.grid import RowCanonicalizer, combine, grid_rows
+from py_experimenter.grid import combine, grid_rows
+from py_experimenter.hydra_cwd import resolve_against_original_cwd, resolve_sqlite_url
 from py_experimenter.processes import run_processes
 from py_experimenter.queue import ExperimentQueue, WorkerIdentity
 from py_experimenter.result_processor import ResultProcessor
-from py_experimenter.shutdown import GracefulShutdown
+from py_experimenter.single_run import add_and_run, run_one, status_of
 from py_experimenter.status import ExperimentStatus
 
 if TYPE_CHECKING:
@@ -80,6 +80,10 @@ class PyExperimenter:
     ):
         self.logger = logging.getLogger(logger_name)
         self.logger.setLevel(log_level)
+        # Inside a Hydra job that changed directory, relative paths mean the user's folder.
+        experiment_configuration_file_path = resolve_against_original_cwd(experiment_configuration_file_path)
+        if database_credential_file_path is not None:
+            database_credential_file_path = resolve_against_original_cwd(database_credential_file_path)
         self.config: ExperimentConfig = load_experiment_config(
             experiment_configuration_file_path, table_name=table_name, database_name=database_name
         )
@@ -94,7 +98,7 @@ class PyExperimenter:
                 and os.environ.get(CREDENTIALS_ENV)):
             credential_path = None  # the file named by PY_EXPERIMENTER_CREDENTIALS
         credentials = resolve_credentials(database.provider, credential_path)
-        url = database_url(database.provider, database.database, credentials)
+        url = resolve_sqlite_url(database_url(database.provider, database.database, credentials))
         use_ssh = database.use_ssh if use_ssh_tunnel is None else bool(use_ssh_tunnel)
         self._ssh_tunnel: SshTunnel | None = None
         if use_ssh and database.provider != "sqlite":
@@ -245,16 +249,16 @@ class PyExperimenter:
     def add_experiment_and_execute(
         self, keyfield_values: Mapping[str, Any], experiment_function: ExperimentFunction
     ) -> None:
-        """Add one experiment (if new) and run it now in this process.
+        """Add one experiment (if new) and run it now in this process: PyExperimenter 1.4.2's
+        pattern for Hydra / submitit sweeps, one job per experiment.
 
-        An existing combination is run if it is still ``created``; otherwise a clear error.
+        An experiment that is no longer ``created`` (``done``, ``error``, ``running``,
+        ``paused``) is skipped with a warning naming its status, so a sweep run again resumes.
+        A keyfield value outside the experiment file's ``values`` is added with a warning.
         """
         self._ensure_tables()
-        fill_rows(self.db, [keyfield_values])
-        canonicalizer = RowCanonicalizer(self.config.table.keyfields, self.db.backend)
-        keyhash = canonicalizer.keyhash(canonicalizer.normalize(keyfield_values))
-        experiment_id, status = self._find(keyhash)
-        self._run_one(experiment_id, ExperimentStatus.CREATED, status, experiment_function)
+        add_and_run(self.db, self._executor, keyfield_values, experiment_function, self.logger,
+                    self.config.execution.grace_seconds)
 
     def _check_sqlite_folder(self) -> None:
         """A SQLite file whose folder does not exist never becomes reachable: say so at once
@@ -277,33 +281,8 @@ class PyExperimenter:
             raise ConfigError(f"experiment_id={experiment_id!r}: expected an experiment ID (a positive integer)")
         experiment_id = int(experiment_id)
         self._ensure_tables()
-        self._run_one(experiment_id, ExperimentStatus.PAUSED, None, experiment_function)
-
-    def _run_one(self, experiment_id: int, expected: ExperimentStatus, status: str | None,
-                 function: ExperimentFunction) -> None:
-        executor = self._executor(function)
-        # The signal handling of execute() (main thread only): SIGTERM / SIGINT hand the row back.
-        shutdown = GracefulShutdown(self.config.execution.grace_seconds)
-        try:
-            with shutdown:
-                executor.shutdown = shutdown
-                experiment = executor.queue.claim_id(experiment_id, expected)
-                if experiment is None:
-                    current = status or self._status_of(experiment_id)
-                    if current is None:
-                        raise ExperimentNotRunnableError(f"there is no experiment with ID {experiment_id}")
-                    raise ExperimentNotRunnableError(
-                        f"experiment {experiment_id} is {current!r}, not {expected.value!r}; "
-                        f"reset it first (reset_experiments({current!r})) to run it again"
-                    )
-                executor.run_experiment(experiment)
-        finally:
-            executor.shutdown = None
-            if executor.heartbeat is not None:  # its thread, started for this one experiment
-                executor.heartbeat.close()
-            executor.queue.close()
-            if executor.emissions is not None:
-                executor.emissions.close()
+        run_one(self.db, self._executor(experiment_function), experiment_id, ExperimentStatus.PAUSED,
+                self.config.execution.grace_seconds)
 
     def attach(self, experiment_function: Callable[[ResultProcessor], Any], experiment_id: int) -> Any:
         """Call ``experiment_function(result_processor)`` for an experiment that is running now.
@@ -322,16 +301,8 @@ class PyExperimenter:
         finally:
             queue.close()
 
-    def _find(self, keyhash: str) -> tuple[int, str]:
-        main = self.db.schema.main
-        with self.db.begin() as conn:
-            row = conn.execute(sa.select(main.c.ID, main.c.status).where(main.c.keyhash == keyhash)).one()
-        return int(row.ID), str(row.status)
-
     def _status_of(self, experiment_id: int) -> str | None:
-        main = self.db.schema.main
-        with self.db.begin() as conn:
-            return conn.scalar(sa.select(main.c.status).where(main.c.ID == experiment_id))
+        return status_of(self.db, experiment_id)
 
     # -- maintenance and analysis ------------------------------------------------------
 

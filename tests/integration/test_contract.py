@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 
 import numpy as np
@@ -210,15 +211,17 @@ def test_reset_in_place_keeps_ids_logs_and_history(exp):
     assert set(exp.get_table()["status"]) == {"created"}
 
 
-def test_add_experiment_and_execute(exp):
+def test_add_experiment_and_execute(exp, caplog):
     ran: list[dict] = []
     exp.add_experiment_and_execute({"dataset": "new", "seed": 9, "rate": 0.5},
                                    lambda k, rp, c: ran.append(k))
     assert ran == [{"dataset": "new", "seed": 9, "rate": 0.5}]
     table = exp.get_table()
     assert list(table["status"]) == ["done"]
-    with pytest.raises(ExperimentNotRunnableError, match="'done'"):
-        exp.add_experiment_and_execute({"dataset": "new", "seed": 9, "rate": 0.5}, lambda k, rp, c: None)
+    # A re-run (a Hydra sweep started again) skips what is done, with a warning, and raises nothing.
+    with caplog.at_level(logging.WARNING, logger="py-experimenter"):
+        exp.add_experiment_and_execute({"dataset": "new", "seed": 9, "rate": 0.5}, lambda k, rp, c: ran.append(k))
+    assert len(ran) == 1 and "is already 'done': skipped" in caplog.text
     exp.fill_table_with_rows([{"dataset": "queued", "seed": 1, "rate": 0.5}])
     exp.add_experiment_and_execute({"dataset": "queued", "seed": 1, "rate": 0.5},
                                    lambda k, rp, c: ran.append(k))
