@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 from tabulate import tabulate
 
-from py_experimenter import __version__
+from py_experimenter import __version__, cli_launch
 from py_experimenter.arguments import parse_count
 from py_experimenter.config_execution import ISOLATIONS, override_execution
 from py_experimenter.db.engine import describe
@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "config) to the configured schema in place, keeping every row")
     common(migrate)
     migrate.add_argument("--dry-run", action="store_true", help="only list the changes; change nothing")
+    cli_launch.add_parser(sub)
     return parser
 
 
@@ -302,7 +303,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"fill": cmd_fill, "run": cmd_run, "status": cmd_status, "reset": cmd_reset, "cancel": cmd_cancel,
-            "migrate": cmd_migrate}
+            "migrate": cmd_migrate, "launch": cli_launch.cmd_launch}
 
 
 #: Errors that mean bad input or an unusable environment: exit 2, one line.

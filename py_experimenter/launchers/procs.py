@@ -174,7 +174,8 @@ def main(argv: list[str]) -> int:
     """Answer one JSON request (``argv[0]``) with one JSON line on stdout.
 
     ``{"op": "preflight" | "start" | "alive" | "stop", ...}``: ``start`` also takes ``argv``,
-    ``count``, ``log_prefix`` and ``env``; ``alive`` and ``stop`` take ``entries`` (and ``timeout``).
+    ``count``, ``log_prefix``, ``env`` and ``this_python`` (run ``argv`` with this interpreter);
+    ``alive`` and ``stop`` take ``entries`` (and ``timeout``).
     """
     request = json.loads(argv[0])
     op = request["op"]
@@ -182,7 +183,10 @@ def main(argv: list[str]) -> int:
     if op in ("preflight", "start"):
         answer = _preflight(request)
         if op == "start" and "problem" not in answer:
-            answer["entries"] = [spawn(request["argv"], f"{request['log_prefix']}-{i}.log", env=request.get("env"))
+            argv = list(request["argv"])
+            if request.get("this_python"):  # the interpreter running this, as the preflight found it
+                argv[0] = sys.executable
+            answer["entries"] = [spawn(argv, f"{request['log_prefix']}-{i}.log", env=request.get("env"))
                                  for i in range(int(request["count"]))]
     elif op == "alive":
         answer = {"alive": alive(request["entries"])}

@@ -74,8 +74,8 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
                             "e.g. node1*4,alice@node2:2222")
     group.add_argument("--hosts-file", metavar="FILE", help="one '[user@]host[:port] [EXECUTORS]' per line")
     group.add_argument("--remote-python", metavar="PATH", default="python3",
-                       help="the Python with py_experimenter on the hosts, e.g. /home/me/venv/bin/python "
-                            "(default: python3)")
+                       help="the Python with py_experimenter on the hosts, e.g. /home/me/venv/bin/python or "
+                            "'~/venv/bin/python' (~ is the remote home; default: python3)")
     group.add_argument("--remote-dir", metavar="DIR",
                        help="folder the executors start in on each host (default: the current folder)")
     group.add_argument("--remote-log-dir", metavar="DIR",
@@ -83,7 +83,8 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--remote-env", metavar="KEY=VALUE", action="append", default=[],
                        help="environment variable for the remote executors (repeatable)")
     group.add_argument("--ssh-option", metavar="OPTION", action="append", default=[],
-                       help="argument passed to ssh, e.g. -oProxyJump=gateway or '-i ~/.ssh/lab' (repeatable)")
+                       help="argument passed to ssh, e.g. --ssh-option=-oProxyJump=gateway or "
+                            "--ssh-option='-i /me/.ssh/lab' (repeatable; write = before a value that starts with -)")
     group.add_argument("--ssh-command", metavar="COMMAND", default="ssh", help="the ssh client (default: ssh)")
     group.add_argument("--ssh-timeout", metavar="SECONDS", type=float, default=10.0,
                        help="ssh's connect timeout per host (default: 10)")
@@ -142,7 +143,7 @@ def start(command: ExecutorCommand, hosts: Sequence[Host], executors: int, setti
         prefix = os.path.join(log_dir, run_dir.name, re.sub(r"[^A-Za-z0-9_.-]", "_", host.label))
         count = host.executors or executors
         return _remote(host, settings, {"op": "start", **base, "argv": argv, "count": count, "log_prefix": prefix,
-                                        "env": env}, timeout=60 + 5 * count)
+                                        "env": env, "this_python": True}, timeout=60 + 5 * count)
 
     started = _each(hosts, start_on)
     records, failed = [], []
@@ -212,7 +213,7 @@ def _each(items: Sequence[_I], call: Callable[[_I], _T]) -> list[_T]:
 
 def _remote(host: Host, settings: SshSettings, request: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
     """Run one :mod:`.procs` request on ``host``; the answer, or ``{"problem": ...}``."""
-    remote_command = shlex.join([settings.python, "-c", _SOURCE, json.dumps(request)])
+    remote_command = _python_word(settings.python) + " " + shlex.join(["-c", _SOURCE, json.dumps(request)])
     limit = timeout if timeout is not None else settings.connect_timeout + 60
     try:
         done = subprocess.run(settings.argv(host, remote_command), capture_output=True, text=True, timeout=limit,
@@ -239,6 +240,13 @@ def _remote(host: Host, settings: SshSettings, request: dict[str, Any], timeout:
         detail = stderr[-1] if stderr else (lines[-1] if lines else f"exit {done.returncode}")
         return {"problem": f"{settings.python} failed there ({detail})"}
     return answer
+
+
+def _python_word(python: str) -> str:
+    """The remote Python for the remote shell, quoted; a leading ``~/`` is the remote home."""
+    if python.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(python[2:])
+    return shlex.quote(python)
 
 
 def _settings(record: dict[str, Any]) -> SshSettings:
