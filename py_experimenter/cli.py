@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="experiments per status")
     common(status)
     status.add_argument("--by", default=_env("by"), metavar="KEYFIELD", help="break the counts down by a keyfield")
+    status.add_argument("--log-dir", default=_env("log_dir", "py_experimenter_logs"), metavar="DIR",
+                        help="where launch records are (launch --log-dir), for the executors per host "
+                             "[PY_EXPERIMENTER_LOG_DIR]")
 
     statuses = [s.value for s in ExperimentStatus]
     reset = sub.add_parser("reset", help="put experiments back to 'created' in place (IDs and history kept)")
@@ -270,6 +273,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows.append(("total", sum(found.values())))
     print(f"table {experimenter.config.table.name!r}")
     print(tabulate(rows, headers=["status", "experiments"], tablefmt="simple"))
+    from py_experimenter.status_report import print_report
+
+    print_report(experimenter, args.log_dir, sys.stdout)
     return 0
 
 
