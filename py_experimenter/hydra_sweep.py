@@ -1,0 +1,237 @@
+"""A Hydra ``--multirun`` sweep turned into table rows, without running them.
+
+This is the work of the launcher plugin ``hydra/launcher=py_experimenter``
+(``hydra_plugins/py_experimenter_launcher``): each job of the sweep becomes one experiment row,
+and the side table ``<table>__hydra`` keeps what is needed to rebuild the job's exact composed
+config later (its overrides, the config source and name, Hydra's version base, the task
+function). Executors then run the rows with :func:`py_experimenter.hydra_task.run_hydra_task`.
+A row that is already there (same keyfield values) is not added again and keeps its first
+side-table entry, so running the same sweep again adds nothing.
+
+How a swept parameter maps onto a keyfield (keyfield names cannot contain dots): the override
+key ``a.b.c`` maps to the keyfield ``a_b_c`` if there is one, else to the keyfield ``c`` (its last
+component). Every keyfield takes its value from the job's composed config: the mapped override's
+key, else the key of the keyfield's own name; a config group (``model=resnet``) gives its chosen
+option's name (``resnet``). A parameter that differs between the jobs of a sweep must map to a
+keyfield, else two jobs would be one row: that is a :class:`HydraSweepError` listing the keyfields.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from py_experimenter.db.database import Database
+from py_experimenter.exceptions import ConfigError
+from py_experimenter.fill import fill_rows
+from py_experimenter.grid import RowCanonicalizer
+
+__all__ = ["HYDRA_SUFFIX", "HydraJob", "HydraSweepError", "SweepReport", "hydra_table", "job_keyfields",
+           "keyfield_for", "lookup_job", "record_sweep", "swept_keys"]
+
+HYDRA_SUFFIX = "hydra"
+
+
+class HydraSweepError(ConfigError):
+    """A Hydra sweep that cannot become table rows (a swept key that is no keyfield, a keyfield
+    with no value in the composed config)."""
+
+
+@dataclass(frozen=True)
+class HydraJob:
+    """One job of a sweep as the side table keeps it."""
+
+    experiment_id: int
+    overrides: tuple[str, ...]
+    config_source: str  #: ``file:///abs/conf`` or ``pkg://module.path``
+    config_name: str | None
+    version_base: str | None
+    task_function: str  #: ``MODULE:QUALNAME`` or ``/abs/file.py:QUALNAME``
+    run_dir: str | None
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """What a sweep added: ``added`` new rows, ``existing`` rows that were already there."""
+
+    added: int
+    existing: int
+    experiment_ids: tuple[int, ...]
+
+
+def hydra_table(db: Database) -> sa.Table:
+    """The side table ``<table>__hydra`` in the experimenter's metadata (so that
+    ``delete_table()`` drops it too); created when missing."""
+    metadata = db.schema.metadata
+    name = f"{db.schema.main.name}__{HYDRA_SUFFIX}"
+    if name in metadata.tables:
+        return metadata.tables[name]
+    table = sa.Table(
+        name, metadata,
+        sa.Column("experiment_id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("overrides", sa.Text, nullable=False),
+        sa.Column("config_source", sa.Text, nullable=False),
+        sa.Column("config_name", sa.String(255)),
+        sa.Column("version_base", sa.String(16)),
+        sa.Column("task_function", sa.Text, nullable=False),
+        sa.Column("run_dir", sa.Text),
+    )
+    with db.begin() as conn:
+        table.create(conn, checkfirst=True)
+    return table
+
+
+def _override_key(override: str) -> str:
+    key = override.split("=", 1)[0].strip()
+    key = key.lstrip("+~")
+    return key.split("@", 1)[0]  # group@package
+
+
+def keyfield_for(key: str, keyfields: Sequence[str]) -> str | None:
+    """The keyfield that the override key ``key`` maps to (see the module docstring), or None."""
+    joined = key.replace(".", "_")
+    if joined in keyfields:
+        return joined
+    last = key.rsplit(".", 1)[-1]
+    return last if last in keyfields else None
+
+
+def swept_keys(jobs: Sequence[Sequence[str]]) -> list[str]:
+    """The override keys whose value differs between ``jobs`` (Hydra's own ``hydra.*`` aside)."""
+    values: dict[str, set[str]] = {}
+    for overrides in jobs:
+        seen = set()
+        for override in overrides:
+            key = _override_key(override)
+            if key.startswith("hydra.") or key == "hydra":
+                continue
+            seen.add(key)
+            values.setdefault(key, set()).add(override.split("=", 1)[-1])
+        for key in values.keys() - seen:
+            values[key].add("\0absent")
+    return [key for key, found in values.items() if len(found) > 1]
+
+
+def _value_at(cfg: Any, choices: Mapping[str, Any], path: str) -> tuple[bool, Any]:
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if path in choices and choices[path] is not None:
+        return True, str(choices[path])
+    missing = object()
+    value = OmegaConf.select(cfg, path, default=missing)
+    if value is missing:
+        return False, None
+    if isinstance(value, DictConfig | ListConfig):
+        value = OmegaConf.to_container(value, resolve=True)
+    return True, value
+
+
+def job_keyfields(overrides: Sequence[str], cfg: Any, choices: Mapping[str, Any], keyfields: Sequence[str],
+                  table: str) -> dict[str, Any]:
+    """The keyfield values of one job, read from its composed config ``cfg``."""
+    paths = {name: name for name in keyfields}
+    for override in overrides:
+        key = _override_key(override)
+        name = keyfield_for(key, keyfields)
+        if name is not None:
+            paths[name] = key
+    row = {}
+    for name, path in paths.items():
+        found, value = _value_at(cfg, choices, path)
+        if not found:
+            raise HydraSweepError(
+                f"keyfield {name!r} of table {table!r} has no value in the job's config ({' '.join(overrides)}): "
+                f"sweep it ({name}=...) or add {name} to the Hydra config; the keyfields are {list(keyfields)}"
+            )
+        row[name] = value
+    return row
+
+
+def check_swept(jobs: Sequence[Sequence[str]], keyfields: Sequence[str], table: str) -> None:
+    """:class:`HydraSweepError` when a swept parameter maps to no keyfield."""
+    unmapped = [key for key in swept_keys(jobs) if keyfield_for(key, keyfields) is None]
+    if unmapped:
+        raise HydraSweepError(
+            f"swept parameters {unmapped} map to no keyfield of table {table!r}; the keyfields are "
+            f"{list(keyfields)} (the override a.b.c maps to keyfield a_b_c, else c): add them as keyfields "
+            "to the experiment file or stop sweeping them"
+        )
+
+
+def record_sweep(db: Database, jobs: Sequence[Sequence[str]], compose: Callable[[Sequence[str]], tuple[Any, Any]],
+                 *, config_source: str, config_name: str | None, version_base: str | None, task_function: str,
+                 run_dirs: Sequence[str | None] | None = None) -> SweepReport:
+    """Add one row per job of a sweep (none twice) and its side-table entry.
+
+    :param jobs: each job's overrides, as Hydra's sweeper gives them to the launcher.
+    :param compose: a job's overrides → (its composed config, ``hydra.runtime.choices``).
+    :raises HydraSweepError: a swept key maps to no keyfield, or a keyfield has no value.
+    :raises FillError / InvalidValueError: a value its keyfield column cannot hold (nothing added).
+    """
+    spec = db.schema.spec
+    names = [k.name for k in spec.keyfields]
+    check_swept(jobs, names, spec.name)
+    rows = []
+    for overrides in jobs:
+        cfg, choices = compose(overrides)
+        rows.append(job_keyfields(overrides, cfg, choices or {}, names, spec.name))
+    side = hydra_table(db)
+    added = fill_rows(db, rows)
+    canonicalizer = RowCanonicalizer(spec.keyfields, db.backend)
+    hashes = [canonicalizer.keyhash(canonicalizer.normalize(row)) for row in rows]
+    main = db.schema.main
+    with db.begin() as conn:
+        ids = dict(conn.execute(sa.select(main.c.keyhash, main.c.ID).where(main.c.keyhash.in_(set(hashes)))).all())
+        have = set(conn.scalars(sa.select(side.c.experiment_id).where(side.c.experiment_id.in_(set(ids.values())))))
+    entries = {}
+    for index, (overrides, key) in enumerate(zip(jobs, hashes, strict=True)):
+        experiment_id = int(ids[key])
+        if experiment_id in have or experiment_id in entries:
+            continue
+        entries[experiment_id] = {
+            "experiment_id": experiment_id, "overrides": json.dumps(list(overrides)), "config_source": config_source,
+            "config_name": config_name, "version_base": version_base, "task_function": task_function,
+            "run_dir": run_dirs[index] if run_dirs else None,
+        }
+    _insert_missing(db, side, list(entries.values()))
+    return SweepReport(added=added, existing=len(set(hashes)) - added,
+                       experiment_ids=tuple(int(ids[key]) for key in hashes))
+
+
+def _insert_missing(db: Database, side: sa.Table, entries: list[dict[str, Any]]) -> None:
+    """Insert side-table entries; one a concurrent sweep wrote first is kept (one at a time then)."""
+    if not entries:
+        return
+    try:
+        with db.begin() as conn:
+            conn.execute(side.insert(), entries)
+    except sa.exc.IntegrityError:
+        for entry in entries:
+            try:
+                with db.begin() as conn:
+                    conn.execute(side.insert(), entry)
+            except sa.exc.IntegrityError:
+                continue
+
+
+def lookup_job(db: Database, experiment_id: int) -> HydraJob | None:
+    """The side-table entry of experiment ``experiment_id``; None when a sweep did not add it."""
+    side = hydra_table(db)
+    with db.begin() as conn:
+        row = conn.execute(sa.select(side).where(side.c.experiment_id == experiment_id)).first()
+    if row is None:
+        return None
+    return HydraJob(
+        experiment_id=int(row.experiment_id), overrides=tuple(json.loads(row.overrides)),
+        config_source=row.config_source, config_name=row.config_name, version_base=row.version_base,
+        task_function=row.task_function, run_dir=row.run_dir,
+    )
+
+
+def iter_strings(values: Iterable[Any]) -> list[str]:
+    """``values`` as a list of strings (a Hydra ``ListConfig`` of overrides too)."""
+    return [str(v) for v in values]
