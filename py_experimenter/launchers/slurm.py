@@ -18,7 +18,8 @@ Launching does not block: it prints the job id, how to watch and how to cancel.
 from __future__ import annotations
 
 import argparse
-import logging
+import contextlib
+import io
 import os
 import shlex
 import signal
@@ -44,8 +45,6 @@ from py_experimenter.launchers.slurm_checks import (
 
 __all__ = ["SlurmOptions", "add_arguments", "alive_by_target", "alive_record", "launch_from_args", "launch_slurm",
            "run_executor", "slurm_options", "stop_record", "submit"]
-
-logger = logging.getLogger("py-experimenter")
 
 #: The time limit per executor when neither the user nor the partition sets one (minutes).
 DEFAULT_TIME_MINUTES = 60
@@ -195,7 +194,8 @@ def submit(command: ExecutorCommand, executors: int, options: SlurmOptions, run_
     argv = command.argv(python)[3:]  # without "python -m py_experimenter": run in the task's process
     submitted_at = time.time()
     try:
-        jobs = executor.map_array(run_executor, [argv] * executors, [dict(command.env)] * executors)
+        with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's refusal; it is in the error
+            jobs = executor.map_array(run_executor, [argv] * executors, [dict(command.env)] * executors)
     except Exception as err:  # submitit wraps sbatch's refusal in FailedJobError / FailedSubmissionError
         raise LaunchError(f"sbatch refused the job array: {_slurm_message(err)}") from None
     tasks = [job.job_id for job in jobs]
@@ -210,11 +210,11 @@ def submit(command: ExecutorCommand, executors: int, options: SlurmOptions, run_
 
 
 def _slurm_message(err: BaseException) -> str:
-    """Slurm's own error line from submitit's exception text (``sbatch: error: ...``)."""
+    """Slurm's own error lines from submitit's exception text (``sbatch: error: ...``), as one line."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    for line in lines:
-        if "error:" in line.lower():
-            return line
+    errors = [line.split("error:", 1)[1].strip() for line in lines if "error:" in line]
+    if errors:
+        return "; ".join(errors)
     return first_line(str(err)) if lines else type(err).__name__
 
 

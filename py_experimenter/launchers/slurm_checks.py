@@ -80,9 +80,11 @@ def parse_sbatch_option(text: str) -> tuple[str, str | bool]:
 def _slurm_command(argv: list[str]) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=SLURM_TIMEOUT, check=False)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as err:
+        said = err.stderr.decode(errors="replace") if isinstance(err.stderr, bytes) else (err.stderr or "")
+        detail = f" ({first_line(said)})" if said.strip() else ""
         raise LaunchError(f"Slurm is not reachable from here: {argv[0]} did not answer within "
-                          f"{SLURM_TIMEOUT:g} s; check that slurmctld runs (scontrol ping)") from None
+                          f"{SLURM_TIMEOUT:g} s{detail}; check that slurmctld runs (scontrol ping)") from None
     except OSError as err:
         raise LaunchError(f"Slurm is not reachable from here: cannot run {argv[0]} ({err})") from None
 

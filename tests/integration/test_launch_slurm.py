@@ -1,0 +1,249 @@
+"""``launch --on slurm`` against the real single-node Slurm of ``scripts/slurm``: a job array of
+executors drains a table (each row once, job and task ids recorded), ``--wait`` (progress.follow)
+returns when drained, an executor with a near deadline claims nothing, the pre-timeout signal
+(SIGUSR2) hands a running row back, the errors before submitting, and the plain sbatch example."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from datetime import timezone
+from pathlib import Path
+
+import pytest
+import yaml
+
+from py_experimenter.exceptions import LaunchError
+from py_experimenter.experimenter import PyExperimenter
+from py_experimenter.launchers.progress import follow
+from py_experimenter.launchers.slurm import alive_record, launch_slurm, stop_record
+from tests.conftest import SERVER_URLS, SlurmCluster, experiment_yaml, require_server
+
+REPO = Path(__file__).resolve().parents[2]
+FUNCTIONS = textwrap.dedent('''
+    import os, time
+
+    def quick(keyfields, result_processor, custom_fields):
+        time.sleep(0.2)
+        result_processor.process_results({"score": float(keyfields["seed"])})
+
+    def first_one_hangs(keyfields, result_processor, custom_fields):
+        marker = custom_fields["marker"]
+        if keyfields["seed"] == 0 and not os.path.exists(marker):  # the first try of row 1 runs "too long"
+            with open(marker + ".tmp", "w") as f:
+                f.write(os.environ["SLURM_ARRAY_JOB_ID"] + "_" + os.environ["SLURM_ARRAY_TASK_ID"])
+            os.replace(marker + ".tmp", marker)
+            time.sleep(300)
+        time.sleep(1.0 if keyfields["seed"] else 0.0)
+        result_processor.process_results({"score": float(keyfields["seed"])})
+''')
+
+
+def _experiment(work: Path, provider: str, rows: int, **extra) -> tuple[PyExperimenter, Path, Path]:
+    table = f"slurm_{uuid.uuid4().hex[:10]}"
+    config = work / "experiment.yml"
+    config.write_text(yaml.safe_dump(experiment_yaml(provider, table, {"seed": {"type": "INT", "values":
+                                                     list(range(rows))}}, {"score": "DOUBLE"}, **extra)))
+    url = f"sqlite:///{work / 'experiments.db'}" if provider == "sqlite" else SERVER_URLS[provider]
+    credentials = work / "credentials.yml"
+    credentials.write_text(yaml.safe_dump({"CREDENTIALS": {"Database": {"url": url}}}))
+    (work / "functions.py").write_text(FUNCTIONS)
+    experimenter = PyExperimenter(str(config), str(credentials), use_codecarbon=False)
+    experimenter.fill_table_from_config()
+    return experimenter, config, credentials
+
+
+@pytest.fixture
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)  # Slurm runs the tasks in the submitting folder
+    return tmp_path
+
+
+def _wait_gone(record: dict, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while alive_record(record) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert alive_record(record) == 0, f"Slurm job {record['job_ids']} still runs after {seconds} s"
+
+
+def _utc(value) -> float:
+    stamp = value.to_pydatetime() if hasattr(value, "to_pydatetime") else value
+    return stamp.replace(tzinfo=timezone.utc).timestamp() if stamp.tzinfo is None else stamp.timestamp()
+
+
+@pytest.mark.parametrize("provider", ["sqlite", "mysql"])
+def test_a_job_array_of_three_executors_drains_the_table(slurm_cluster: SlurmCluster, work: Path, provider: str):
+    require_server(provider)
+    experimenter, config, credentials = _experiment(work, provider, 30)
+    out = io.StringIO()
+    try:
+        record = launch_slurm(config, 3, f"{work / 'functions.py'}:quick", credentials,
+                              partition=slurm_cluster.partition, time_limit="5m", out=out)
+        try:
+            array = record["job_ids"][0]
+            assert record["tasks"] == [f"{array}_{task}" for task in range(3)]
+            printed = out.getvalue()
+            assert f"submitted job array {array}: 3 executors" in printed
+            assert f"squeue -j {array}" in printed and f"scancel {array}" in printed and "--watch" in printed
+            assert Path(record["record_path"]).exists()
+
+            follow_out = io.StringIO()
+            counts = follow(experimenter, alive=lambda: alive_record(record), out=follow_out, interval=0.5,
+                            rich=False)
+            assert counts == {"done": 30}, follow_out.getvalue()
+            assert "drained in" in follow_out.getvalue().splitlines()[-1]
+            _wait_gone(record)
+        finally:
+            stop_record(record, io.StringIO())
+        table = experimenter.get_table()
+        attempts = experimenter.get_attempts_table()
+        assert sorted(table["score"]) == list(map(float, range(30)))
+        assert len(attempts) == 30 and attempts["experiment_id"].is_unique  # each row ran exactly once
+        assert set(attempts["outcome"]) == {"done"}
+        tasks = {f"{array}_{task}" for task in range(3)}
+        assert set(attempts["job_id"]) == tasks  # every task got work; "<array>_<task>" recorded
+        assert set(table["job_id"]) == tasks
+        first_claim = min(_utc(value) for value in attempts["started_at"])
+        print(f"\n[{provider}] launch to first claimed row: {first_claim - record['launched_at']:.2f} s")
+        assert first_claim - record["launched_at"] < 60
+    finally:
+        experimenter.delete_table()
+        experimenter.db.dispose()
+
+
+def test_an_executor_whose_deadline_is_near_claims_nothing(slurm_cluster: SlurmCluster, work: Path):
+    experimenter, config, credentials = _experiment(work, "sqlite", 3)
+    try:
+        record = launch_slurm(config, 1, f"{work / 'functions.py'}:quick", credentials, time_limit=5,
+                              run_args=["--deadline", "+5", "--expected-seconds", "30"], out=io.StringIO())
+        _wait_gone(record)
+        assert set(experimenter.get_table()["status"]) == {"created"}
+        assert experimenter.get_attempts_table().empty
+        log = Path(record["folder"], f"{record['job_ids'][0]}_0_log.err").read_text()
+        assert "deadline" in log and "Traceback" not in log, log
+        result = subprocess.run(["sacct", "-n", "-X", "-j", record["job_ids"][0], "-o", "State,ExitCode", "-P"],
+                                capture_output=True, text=True, check=True).stdout
+        assert result.strip().splitlines()[0] in ("COMPLETED|0:0",), result
+    finally:
+        experimenter.delete_table()
+        experimenter.db.dispose()
+
+
+def test_usr2_hands_a_running_row_back_and_another_task_finishes_it(slurm_cluster: SlurmCluster, work: Path):
+    experimenter, config, credentials = _experiment(work, "sqlite", 12, Custom={"marker": str(work / "hung")},
+                                                    Execution={"grace_seconds": 2})
+    try:
+        record = launch_slurm(config, 2, f"{work / 'functions.py'}:first_one_hangs", credentials, time_limit=5,
+                              out=io.StringIO())
+        try:
+            deadline = time.monotonic() + 60
+            while not (work / "hung").exists():
+                assert time.monotonic() < deadline and alive_record(record), "no task started row 1"
+                time.sleep(0.2)
+            hung_task = (work / "hung").read_text()
+            signalled = time.monotonic()
+            subprocess.run(["scancel", "--signal=USR2", hung_task], check=True, timeout=30)
+            counts = follow(experimenter, alive=lambda: alive_record(record), out=io.StringIO(), interval=0.5,
+                            rich=False)
+            assert counts == {"done": 12}
+            assert time.monotonic() - signalled < 40  # the 2 s grace period, not the 300 s experiment
+            _wait_gone(record)
+        finally:
+            stop_record(record, io.StringIO())
+        attempts = experimenter.get_attempts_table()
+        first = attempts[attempts["experiment_id"] == 1].sort_values("attempt")
+        assert list(first["outcome"]) == ["interrupted", "done"]
+        assert first.iloc[0]["job_id"] == hung_task and first.iloc[1]["job_id"] != hung_task  # the other task
+        log = Path(record["folder"], f"{hung_task}_0_log.err").read_text()
+        assert "SIGUSR2" in log and "handed back" in log, log
+        assert "requeue" not in log.lower()  # submitit's own USR2 handler never ran
+    finally:
+        experimenter.delete_table()
+        experimenter.db.dispose()
+
+
+def _launch_in_subprocess(work: Path, config: Path, *, env: dict[str, str], partition: str | None = None,
+                          prelude: str = "") -> subprocess.CompletedProcess[str]:
+    code = textwrap.dedent(f'''
+        import sys
+        {prelude}
+        from py_experimenter.exceptions import ConfigError
+        from py_experimenter.launchers.slurm import launch_slurm
+        try:
+            launch_slurm({str(config)!r}, 2, "os:getcwd", partition={partition!r})
+        except ConfigError as err:  # LaunchError, MissingExtraError
+            print(err, file=sys.stderr)
+            sys.exit(2)
+    ''')
+    return subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_errors_before_anything_is_submitted(slurm_cluster: SlurmCluster, work: Path,
+                                             capsys: pytest.CaptureFixture[str]):
+    config = work / "experiment.yml"
+    config.write_text(yaml.safe_dump(experiment_yaml("sqlite", "errors", {"seed": {"type": "INT", "values": [1]}})))
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
+
+    bare = work / "bin"
+    bare.mkdir()
+    (bare / "python").symlink_to(sys.executable)
+    no_slurm = _launch_in_subprocess(work, config, env={**os.environ, "PATH": str(bare)})
+    assert no_slurm.returncode == 2 and no_slurm.stderr.count("\n") == 1, no_slurm.stderr
+    assert "Slurm is not reachable from here: sbatch not found on PATH; run launch on a login node" in no_slurm.stderr
+
+    # the real configuration with the controller on a port where nothing listens: sinfo gives up (~9 s)
+    conf = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).read_text().splitlines()
+    wrong_port = work / "slurm.conf"
+    wrong_port.write_text("\n".join([line for line in conf if not line.startswith("SlurmctldPort")]
+                                    + ["SlurmctldPort=6999"]) + "\n")
+    broken = _launch_in_subprocess(work, config, env={**os.environ, "SLURM_CONF": str(wrong_port)})
+    assert broken.returncode == 2 and broken.stderr.count("\n") == 1, broken.stderr
+    assert broken.stderr.startswith("Slurm is not reachable from here: sinfo failed: ")
+    assert "Unable to contact slurm controller" in broken.stderr
+
+    unknown = _launch_in_subprocess(work, config, env=dict(os.environ), partition="gpu-huge")
+    assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1, unknown.stderr
+    assert f"unknown Slurm partition 'gpu-huge'; the partitions are {slurm_cluster.partition}" in unknown.stderr
+
+    no_submitit = _launch_in_subprocess(work, config, env=dict(os.environ),
+                                        prelude="sys.modules['submitit'] = None")
+    assert no_submitit.returncode == 2 and no_submitit.stderr.count("\n") == 1, no_submitit.stderr
+    assert "launching on Slurm needs the submitit package" in no_submitit.stderr
+    assert "pip install 'py-experimenter[slurm]'" in no_submitit.stderr
+
+    capsys.readouterr()
+    with pytest.raises(LaunchError) as refused:
+        launch_slurm(config, 2, "os:getcwd", mem="900T", time_limit=1, out=io.StringIO())
+    assert str(refused.value) == ("sbatch refused the job array: Memory specification can not be satisfied; "
+                                  "Batch job submission failed: Requested node configuration is not available")
+    assert capsys.readouterr().err == ""  # submitit's echo of sbatch's message is swallowed
+    with pytest.raises(LaunchError, match="time limit 'soon' is not a time limit"):
+        launch_slurm(config, 2, "os:getcwd", time_limit="soon")
+    with pytest.raises(LaunchError, match="memory '4 gigs' is not an amount of memory"):
+        launch_slurm(config, 2, "os:getcwd", mem="4 gigs")
+    after = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
+    assert set(after.split()) <= set(before.split())  # nothing was submitted
+
+
+def test_the_plain_sbatch_example_drains_a_table(slurm_cluster: SlurmCluster, work: Path):
+    experimenter, config, credentials = _experiment(work, "sqlite", 8)
+    script = REPO / "docs" / "examples" / "slurm" / "array.sbatch"
+    try:
+        env = {**os.environ, "VENV": str(Path(sys.executable).parent.parent), "CONFIG": str(config),
+               "CREDENTIALS": str(credentials), "FUNCTION": f"{work / 'functions.py'}:quick"}
+        done = subprocess.run(["sbatch", "--wait", "--array=0-1", "--time=5", str(script)], cwd=work, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        table = experimenter.get_table()
+        assert list(table["status"]) == ["done"] * 8
+        array = done.stdout.split()[-1]
+        assert set(experimenter.get_attempts_table()["job_id"]) <= {f"{array}_0", f"{array}_1"}
+    finally:
+        experimenter.delete_table()
+        experimenter.db.dispose()
