@@ -37,10 +37,11 @@ none is left (or its walltime is near) and nothing has to stay alive here. Every
 record and logs under --log-dir/<table>/; --stop stops what the launches of that table started.
 
 The table must exist: run `py-experimenter fill CONFIG` first, or pass --fill. Options after `--`
-go to every executor's `run` (see py-experimenter run --help) and are checked before anything
-starts. SSH hosts and Slurm jobs get this machine's absolute paths of CONFIG, --credentials and a
-file.py --function: the usual shared file system makes them valid there (launch checks each SSH
-host). Use MySQL / PostgreSQL for executors on several machines (SQLite only with a shared file)."""
+go to every executor's `run` (see py-experimenter run --help: e.g. -- --n-jobs 2 --max-experiments
+10 --grace-seconds 60) and are checked before anything starts. SSH hosts and Slurm jobs get this
+machine's absolute paths of CONFIG, --credentials and a file.py --function: the usual shared file
+system makes them valid there (launch checks each SSH host). Use MySQL / PostgreSQL for executors
+on several machines (SQLite only with a shared file)."""
 
 EPILOG = """\
 examples:
@@ -68,7 +69,26 @@ exit codes: 0 started (with --wait: drained); 2 nothing was started (bad option,
 one line on stderr; 1 some target did not start, or with --wait the executors ended while
 experiments were left."""
 
+USAGE = "py-experimenter launch CONFIG --on {local,ssh,slurm} [options] [-- RUN_OPTIONS ...]"
 _RUN_PARSER: list[argparse.ArgumentParser] = []
+_AFTER = "launch: the run options after --:"
+
+
+def _launch_parser_class(base: type[argparse.ArgumentParser]) -> type[argparse.ArgumentParser]:
+    """``base`` taking everything after the first ``--`` as ``run_args`` (argparse would match
+    those to no positional once CONFIG was consumed)."""
+
+    class LaunchParser(base):  # type: ignore[valid-type,misc]
+        def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+            words = list(sys.argv[1:] if args is None else args)
+            if "--" not in words:
+                return super().parse_known_args(words, namespace)
+            cut = words.index("--")
+            parsed, extra = super().parse_known_args(words[:cut], namespace)
+            parsed.run_args = words[cut + 1:]
+            return parsed, extra
+
+    return LaunchParser
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -77,13 +97,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
     if "run" in sub.choices:
         _RUN_PARSER.append(sub.choices["run"])
-    parser = sub.add_parser("launch", help="start executors here, on SSH hosts or as a Slurm job array; --stop",
-                            description=DESCRIPTION, epilog=EPILOG,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser_class = sub._parser_class  # argparse has no per-subcommand parser class: swap it for this one
+    sub._parser_class = _launch_parser_class(parser_class)
+    try:
+        parser = sub.add_parser("launch", help="start executors here, on SSH hosts or as a Slurm job array; --stop",
+                                description=DESCRIPTION, epilog=EPILOG, usage=USAGE,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    finally:
+        sub._parser_class = parser_class
     parser.add_argument("config", nargs="?" if cli._env("config") else None, default=cli._env("config"),
                         help="experiment YAML file [PY_EXPERIMENTER_CONFIG]")
-    parser.add_argument("run_args", nargs="*", metavar="-- RUN_OPTION",
-                        help="after --: options for every executor's run, e.g. -- --n-jobs 2 --max-experiments 10")
+    parser.set_defaults(run_args=[])
     parser.add_argument("--on", dest="backend", metavar="{" + ",".join(BACKENDS) + "}",
                         help="where the executors run (required, except with --stop: then all backends)")
     parser.add_argument("-n", "--executors", metavar="K", default=None,
@@ -143,7 +167,7 @@ def check_run_args(config: str, run_args: list[str]) -> None:
     parser = _RUN_PARSER[0]
 
     def fail(message: str) -> Any:
-        raise ArgumentError(f"launch: the run options after --: {message} (see py-experimenter run --help)")
+        raise ArgumentError(f"{_AFTER} {message} (see py-experimenter run --help)")
 
     parser.error = fail  # type: ignore[method-assign]  # one exception instead of argparse's exit
     try:
@@ -156,12 +180,12 @@ def check_run_args(config: str, run_args: list[str]) -> None:
             fail(f"{option} belongs to launch itself: write it before --")
     for name, allow, meaning in (("n_jobs", (), ""), ("max_experiments", (-1,), "; -1 runs all")):
         if getattr(given, name) is not None:
-            parse_count("--" + name.replace("_", "-"), getattr(given, name), allow=allow, meaning=meaning)
+            parse_count(f"{_AFTER} --" + name.replace("_", "-"), getattr(given, name), allow=allow, meaning=meaning)
     if given.deadline:
-        parse_deadline(given.deadline)
+        parse_deadline(given.deadline, name=f"{_AFTER} --deadline")
     spec = load_experiment_config(config).execution
     keys = [option.replace("-", "_") for option, _, _ in _EXECUTION_OPTIONS]
-    override_execution(spec, "launch: the run options after --", **{key: getattr(given, key) for key in keys})
+    override_execution(spec, _AFTER.rstrip(":"), **{key: getattr(given, key) for key in keys})
 
 
 def _executors(args: argparse.Namespace) -> int:
