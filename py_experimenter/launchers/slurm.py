@@ -314,11 +314,14 @@ def alive_record(record: dict[str, Any]) -> int:
     return sum(1 for state in slurm_states(list(record.get("job_ids", []))) if state in ALIVE_STATES)
 
 
-def alive_by_target(record: dict[str, Any]) -> dict[str, tuple[int, int]]:
+def alive_by_target(record: dict[str, Any]) -> dict[str, tuple[int, int | None]]:
     """``{"slurm job ID": (executors submitted, still waiting or running)}`` for ``status``."""
     array = ",".join(record.get("job_ids", [])) or "?"
-    return {f"slurm job {array}": (int(record.get("array_size", len(record.get("tasks", [])))),
-                                   alive_record(record))}
+    try:
+        alive: int | None = alive_record(record)
+    except LaunchError:  # squeue failing: status shows "?"
+        alive = None
+    return {f"slurm job {array}": (int(record.get("array_size", len(record.get("tasks", [])))), alive)}
 
 
 def stop_record(record: dict[str, Any], out: TextIO) -> int:

@@ -167,68 +167,80 @@ def test_usr2_hands_a_running_row_back_and_another_task_finishes_it(slurm_cluste
         experimenter.db.dispose()
 
 
-def _launch_in_subprocess(work: Path, config: Path, *, env: dict[str, str], partition: str | None = None,
-                          prelude: str = "") -> subprocess.CompletedProcess[str]:
-    code = textwrap.dedent(f'''
-        import sys
-        {prelude}
-        from py_experimenter.exceptions import ConfigError
-        from py_experimenter.launchers.slurm import launch_slurm
-        try:
-            launch_slurm({str(config)!r}, 2, "os:getcwd", partition={partition!r})
-        except ConfigError as err:  # LaunchError, MissingExtraError
-            print(err, file=sys.stderr)
-            sys.exit(2)
-    ''')
-    return subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True,
-                          timeout=60)
+def _cli(work: Path, *args: str, env: dict[str, str] | None = None, prelude: str = "",
+         timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``py-experimenter ARGS`` in a fresh interpreter (``prelude`` runs first)."""
+    code = f"import sys\n{prelude}\nfrom py_experimenter.cli import main\nsys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=work, env=env or dict(os.environ),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_launch_on_slurm_from_the_command_line_waits_until_drained(slurm_cluster: SlurmCluster, work: Path):
+    experimenter, config, credentials = _experiment(work, "sqlite", 6)
+    try:
+        done = _cli(work, "launch", str(config), "--on", "slurm", "-n", "2", "--credentials", str(credentials),
+                    "--function", "functions.py:quick", "--time", "5", "--cpus", "1", "--wait")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "submitted job array" in done.stdout and "drained in" in done.stdout, done.stdout
+        assert list(experimenter.get_table()["status"]) == ["done"] * 6
+        stop = _cli(work, "launch", str(config), "--on", "slurm", "--stop", "--credentials", str(credentials))
+        assert stop.returncode == 0 and "slurm: nothing to stop" in stop.stdout, stop.stdout + stop.stderr
+    finally:
+        experimenter.delete_table()
+        experimenter.db.dispose()
 
 
 def test_errors_before_anything_is_submitted(slurm_cluster: SlurmCluster, work: Path,
                                              capsys: pytest.CaptureFixture[str]):
-    config = work / "experiment.yml"
-    config.write_text(yaml.safe_dump(experiment_yaml("sqlite", "errors", {"seed": {"type": "INT", "values": [1]}})))
+    experimenter, config, credentials = _experiment(work, "sqlite", 1)
+    launch = ["launch", str(config), "--on", "slurm", "-n", "2", "--credentials", str(credentials),
+              "--function", "os:getcwd"]
     before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
+
+    def one_line(done: subprocess.CompletedProcess[str]) -> str:
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert done.stderr.startswith("py-experimenter: error: ")
+        return done.stderr.removeprefix("py-experimenter: error: ")
 
     bare = work / "bin"
     bare.mkdir()
     (bare / "python").symlink_to(sys.executable)
-    no_slurm = _launch_in_subprocess(work, config, env={**os.environ, "PATH": str(bare)})
-    assert no_slurm.returncode == 2 and no_slurm.stderr.count("\n") == 1, no_slurm.stderr
-    assert "Slurm is not reachable from here: sbatch not found on PATH; run launch on a login node" in no_slurm.stderr
+    no_slurm = one_line(_cli(work, *launch, env={**os.environ, "PATH": str(bare)}))
+    assert no_slurm.startswith("Slurm is not reachable from here: sbatch not found on PATH; run launch on a login")
 
     # the real configuration with the controller on a port where nothing listens: sinfo gives up (~9 s)
     conf = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).read_text().splitlines()
     wrong_port = work / "slurm.conf"
     wrong_port.write_text("\n".join([line for line in conf if not line.startswith("SlurmctldPort")]
                                     + ["SlurmctldPort=6999"]) + "\n")
-    broken = _launch_in_subprocess(work, config, env={**os.environ, "SLURM_CONF": str(wrong_port)})
-    assert broken.returncode == 2 and broken.stderr.count("\n") == 1, broken.stderr
-    assert broken.stderr.startswith("Slurm is not reachable from here: sinfo failed: ")
-    assert "Unable to contact slurm controller" in broken.stderr
+    broken = one_line(_cli(work, *launch, env={**os.environ, "SLURM_CONF": str(wrong_port)}))
+    assert broken.startswith("Slurm is not reachable from here: sinfo failed: ")
+    assert "Unable to contact slurm controller" in broken
 
-    unknown = _launch_in_subprocess(work, config, env=dict(os.environ), partition="gpu-huge")
-    assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1, unknown.stderr
-    assert f"unknown Slurm partition 'gpu-huge'; the partitions are {slurm_cluster.partition}" in unknown.stderr
+    unknown = one_line(_cli(work, *launch, "--partition", "gpu-huge"))
+    assert unknown.startswith(f"unknown Slurm partition 'gpu-huge'; the partitions are {slurm_cluster.partition}")
 
-    no_submitit = _launch_in_subprocess(work, config, env=dict(os.environ),
-                                        prelude="sys.modules['submitit'] = None")
-    assert no_submitit.returncode == 2 and no_submitit.stderr.count("\n") == 1, no_submitit.stderr
-    assert "launching on Slurm needs the submitit package" in no_submitit.stderr
-    assert "pip install 'py-experimenter[slurm]'" in no_submitit.stderr
+    no_submitit = one_line(_cli(work, *launch, prelude="sys.modules['submitit'] = None"))
+    assert no_submitit.startswith("launching on Slurm needs the submitit package")
+    assert "pip install 'py-experimenter[slurm]'" in no_submitit
+
+    refused = one_line(_cli(work, *launch, "--mem", "900T", "--time", "1"))
+    assert refused == ("sbatch refused the job array: Memory specification can not be satisfied; "
+                       "Batch job submission failed: Requested node configuration is not available\n")
+    assert "time limit 'soon' is not a time limit" in one_line(_cli(work, *launch, "--time", "soon"))
+    assert "memory '4 gigs' is not an amount of memory" in one_line(_cli(work, *launch, "--mem", "4 gigs"))
 
     capsys.readouterr()
-    with pytest.raises(LaunchError) as refused:
-        launch_slurm(config, 2, "os:getcwd", mem="900T", time_limit=1, out=io.StringIO())
-    assert str(refused.value) == ("sbatch refused the job array: Memory specification can not be satisfied; "
-                                  "Batch job submission failed: Requested node configuration is not available")
+    with pytest.raises(LaunchError, match=r"^unknown Slurm partition 'nope'"):  # the Python API: the same errors
+        launch_slurm(config, 2, "os:getcwd", credentials, partition="nope", out=io.StringIO())
+    with pytest.raises(LaunchError, match=r"^sbatch refused the job array: Memory specification"):
+        launch_slurm(config, 2, "os:getcwd", credentials, mem="900T", out=io.StringIO())
     assert capsys.readouterr().err == ""  # submitit's echo of sbatch's message is swallowed
-    with pytest.raises(LaunchError, match="time limit 'soon' is not a time limit"):
-        launch_slurm(config, 2, "os:getcwd", time_limit="soon")
-    with pytest.raises(LaunchError, match="memory '4 gigs' is not an amount of memory"):
-        launch_slurm(config, 2, "os:getcwd", mem="4 gigs")
     after = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
     assert set(after.split()) <= set(before.split())  # nothing was submitted
+    assert set(experimenter.get_table()["status"]) == {"created"}
+    experimenter.delete_table()
+    experimenter.db.dispose()
 
 
 def test_the_plain_sbatch_example_drains_a_table(slurm_cluster: SlurmCluster, work: Path):
