@@ -62,7 +62,8 @@ def test_two_hosts_drain_the_table_each_row_once(tmp_path: Path, two_hosts: None
     experimenter, config, credentials = make_table(tmp_path, "mysql", rows=40, sleep=0.1)
     try:
         done, first = launch_and_time_first_claim(
-            experimenter, ssh_launch(config, credentials, "--hosts", HOSTS, "-n", "2", "--wait"), tmp_path)
+            experimenter, ssh_launch(config, credentials, "--hosts", HOSTS, "-n", "2", "--wait", "--remote-dir",
+                                     str(tmp_path), "--remote-env", "PY_EXPERIMENTER_NAME=via-ssh"), tmp_path)
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"root@127.0.0.1:{SSH_PORT}: started 2 executors" in done.stdout
         assert f"root@127.0.0.2:{SSH_PORT}: started 2 executors" in done.stdout
@@ -82,6 +83,10 @@ def test_two_hosts_drain_the_table_each_row_once(tmp_path: Path, two_hosts: None
         assert all(workers & pids for pids in by_host.values()), (workers, by_host)  # both hosts ran rows
         assert workers <= set().union(*by_host.values())
         assert set(table["machine"]) == {socket.gethostname()}
+        assert set(table["name"]) == {"via-ssh"}  # --remote-env reached the executors (run's --name default)
+        folder = tmp_path / "py_experimenter_logs" / experimenter.config.table.name
+        logs = sorted(path.name for path in folder.rglob("*.log"))
+        assert logs == [f"root_127.0.0.{h}_{SSH_PORT}-{i}.log" for h in (1, 2) for i in (0, 1)]
         print(f"\nssh (2 hosts x 2): first row claimed {first:.2f} s after launch")
     finally:
         experimenter.delete_table()
