@@ -169,7 +169,7 @@ def _table_name(command: ExecutorCommand) -> str:
 
 
 def submit(command: ExecutorCommand, executors: int, options: SlurmOptions, run_dir: Path,
-           out: TextIO | None = None, python: str | None = None) -> dict[str, Any]:
+           out: TextIO | None = None, python: str | None = None, watch_hint: bool = True) -> dict[str, Any]:
     """Submit ``executors`` executors running ``command`` as one job array; print the job id, how
     to watch and how to cancel to ``out``; return the record's backend fields (job ids, tasks,
     submitit's folder with the task logs).
@@ -205,7 +205,7 @@ def submit(command: ExecutorCommand, executors: int, options: SlurmOptions, run_
         "partition": options.partition or partition.name, "time_minutes": time_minutes, "cpus": options.cpus,
         "folder": str(folder), "submitted_at": submitted_at, "argv": command.argv(python),
     }
-    _report(record, command, out)
+    _report(record, command, out, watch_hint)
     return record
 
 
@@ -218,17 +218,19 @@ def _slurm_message(err: BaseException) -> str:
     return first_line(str(err)) if lines else type(err).__name__
 
 
-def _report(record: dict[str, Any], command: ExecutorCommand, out: TextIO) -> None:
+def _report(record: dict[str, Any], command: ExecutorCommand, out: TextIO, watch: bool) -> None:
     array, folder = record["job_ids"][0], record["folder"]
     single = "_" not in record["tasks"][0]
     kind = "job" if single else "job array"
     logs = f"{folder}/{array}_0_log.err" if single else f"{folder}/{array}_<task>_0_log.err"
-    watch = f"py-experimenter status {shlex.quote(command.config)} --watch"
     print(f"slurm: submitted {kind} {array}: {record['array_size']} executors on partition {record['partition']} "
           f"({record['time_minutes']} min, {record['cpus']} CPU each) for table {record['table']!r}", file=out)
     print(f"  logs:   {logs}", file=out)
-    print(f"  watch:  {watch}   or: squeue -j {array}", file=out)
-    print(f"  cancel: scancel {array}", file=out, flush=True)
+    if watch:
+        print(f"  watch:  py-experimenter status {shlex.quote(command.config)}"
+              + (f" --credentials {shlex.quote(command.credentials)}" if command.credentials else ""), file=out)
+    print(f"  slurm:  squeue -j {array} (its tasks), scancel {array} (cancel: running experiments are handed back)",
+          file=out, flush=True)
 
 
 def launch_slurm(config: str | os.PathLike[str], executors: int = 1, function: str | None = None,
@@ -306,7 +308,7 @@ def launch_from_args(command: ExecutorCommand, executors: int, args: argparse.Na
         sbatch=getattr(args, "sbatch", None) or [], setup=getattr(args, "setup", None) or [],
         signal_seconds=getattr(args, "signal_seconds", DEFAULT_SIGNAL_SECONDS),
     )
-    return submit(command, executors, options, run_dir, out)
+    return submit(command, executors, options, run_dir, out, watch_hint=False)  # launch prints its own hints
 
 
 def alive_record(record: dict[str, Any]) -> int:
