@@ -19,7 +19,7 @@ keyfield, else two jobs would be one row: that is a :class:`HydraSweepError` lis
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,8 +119,9 @@ def swept_keys(jobs: Sequence[Sequence[str]]) -> list[str]:
 def _value_at(cfg: Any, choices: Mapping[str, Any], path: str) -> tuple[bool, Any]:
     from omegaconf import DictConfig, ListConfig, OmegaConf
 
-    if path in choices and choices[path] is not None:
-        return True, str(choices[path])
+    choice = choices.get(path.replace(".", "/"))
+    if choice is not None:
+        return True, str(choice)
     missing = object()
     value = OmegaConf.select(cfg, path, default=missing)
     if value is missing:
@@ -130,18 +131,59 @@ def _value_at(cfg: Any, choices: Mapping[str, Any], path: str) -> tuple[bool, An
     return True, value
 
 
+def _config_paths(cfg: Any, choices: Mapping[str, Any]) -> list[str]:
+    """Every leaf key of the job's config (``a.b.c``; Hydra's own node aside) and its groups."""
+    from omegaconf import DictConfig
+
+    paths: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        for key in node:
+            path = f"{prefix}{key}"
+            if path == "hydra":
+                continue
+            child = node._get_node(key)
+            if isinstance(child, DictConfig):
+                walk(child, f"{path}.")
+            else:
+                paths.append(path)
+
+    if isinstance(cfg, DictConfig):
+        walk(cfg, "")
+    groups = [str(g).replace("/", ".") for g in choices if not str(g).startswith("hydra")]
+    return paths + [g for g in groups if g not in paths]
+
+
+def _path_for(name: str, paths: Sequence[str], keyfields: Sequence[str], table: str) -> str | None:
+    """The config key that keyfield ``name`` takes its value from (the mapping rule, reversed)."""
+    exact = [p for p in paths if p.replace(".", "_") == name]
+    candidates = exact or [p for p in paths if p.rsplit(".", 1)[-1] == name]
+    if len(candidates) > 1:
+        raise HydraSweepError(
+            f"keyfield {name!r} of table {table!r} matches several keys of the Hydra config {candidates}; "
+            f"sweep the one meant ({candidates[0]}=...) so that it maps onto the keyfield"
+        )
+    return candidates[0] if candidates else None
+
+
 def job_keyfields(overrides: Sequence[str], cfg: Any, choices: Mapping[str, Any], keyfields: Sequence[str],
                   table: str) -> dict[str, Any]:
     """The keyfield values of one job, read from its composed config ``cfg``."""
-    paths = {name: name for name in keyfields}
+    paths: dict[str, str] = {}
     for override in overrides:
         key = _override_key(override)
         name = keyfield_for(key, keyfields)
-        if name is not None:
+        if name is not None and (name not in paths or key.replace(".", "_") == name):
             paths[name] = key
+    missing = [name for name in keyfields if name not in paths]
+    config_paths = _config_paths(cfg, choices) if missing else []
+    for name in missing:
+        path = _path_for(name, config_paths, keyfields, table)
+        if path is not None:
+            paths[name] = path
     row = {}
-    for name, path in paths.items():
-        found, value = _value_at(cfg, choices, path)
+    for name in keyfields:
+        found, value = (False, None) if name not in paths else _value_at(cfg, choices, paths[name])
         if not found:
             raise HydraSweepError(
                 f"keyfield {name!r} of table {table!r} has no value in the job's config ({' '.join(overrides)}): "
@@ -230,8 +272,3 @@ def lookup_job(db: Database, experiment_id: int) -> HydraJob | None:
         config_source=row.config_source, config_name=row.config_name, version_base=row.version_base,
         task_function=row.task_function, run_dir=row.run_dir,
     )
-
-
-def iter_strings(values: Iterable[Any]) -> list[str]:
-    """``values`` as a list of strings (a Hydra ``ListConfig`` of overrides too)."""
-    return [str(v) for v in values]
