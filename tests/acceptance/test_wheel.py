@@ -33,10 +33,13 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_wheel_holds_the_package_and_nothing_else(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names}
-    assert "py_experimenter" in top
+    assert top - {"hydra_plugins"} == {"py_experimenter", next(t for t in top if t.endswith(".dist-info"))}, top
     assert not top & {"tests", "scripts", "docs", "config"}, top
     sources = {path.relative_to(ROOT).as_posix() for path in (ROOT / "py_experimenter").rglob("*.py")}
     assert sources <= set(names), sorted(sources - set(names))
+    plugin = {path.relative_to(ROOT).as_posix() for path in (ROOT / "hydra_plugins").rglob("*.py")}
+    assert plugin and plugin <= set(names), sorted(plugin - set(names))
+    assert "hydra_plugins/__init__.py" not in names  # Hydra's namespace package stays one
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "py-experimenter = py_experimenter.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
@@ -62,3 +65,26 @@ def test_installed_wheel_runs_the_example(wheel: Path, tmp_path: Path) -> None:
                             cwd=work, env=env, capture_output=True, text=True, timeout=120)
     assert status.returncode == 0, status.stderr
     assert "done" in status.stdout and "30" in status.stdout
+
+
+FIND_PLUGIN = """
+from hydra.core.plugins import Plugins
+from hydra.plugins.launcher import Launcher
+import hydra_plugins.py_experimenter_launcher.launcher as plugin
+names = [f"{p.__module__}.{p.__name__}" for p in Plugins.instance().discover(Launcher)]
+print(plugin.__file__)
+print("found" if "hydra_plugins.py_experimenter_launcher.launcher.PyExperimenterLauncher" in names else names)
+"""
+
+
+def test_hydra_finds_the_launcher_plugin_of_the_installed_wheel(wheel: Path, tmp_path: Path) -> None:
+    pytest.importorskip("hydra", reason="hydra-core is in the test extra")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PY_EXPERIMENTER_")}, "PYTHONPATH": str(site)}
+    found = subprocess.run([sys.executable, "-c", FIND_PLUGIN], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert found.returncode == 0, found.stderr[-3000:]
+    where, verdict = found.stdout.split()
+    assert where.startswith(str(site)) and verdict == "found", found.stdout
