@@ -9,7 +9,6 @@ not K times), the experiment function (local), the table (it must exist, or ``--
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import sys
 import time
@@ -248,7 +247,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     try:
         fields = module.launch_from_args(command, executors, args, launch.run_dir, sys.stdout)
     except BaseException:
-        _remove_if_empty(launch.run_dir)
+        launch.discard()
         raise
     record = {**launch.base_record(), **fields}
     save_record(launch.record_path, record)
@@ -257,11 +256,6 @@ def cmd_launch(args: argparse.Namespace) -> int:
     if args.wait:
         code = max(code, _wait(experimenter, module, record))
     return code
-
-
-def _remove_if_empty(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        folder.rmdir()
 
 
 def _target(args: argparse.Namespace) -> str:

@@ -77,7 +77,12 @@ def launch_local(config: str | os.PathLike[str], executors: int = 1, function: s
     command = ExecutorCommand.create(config, credentials, function, table=table, database=database,
                                      run_args=run_args, env=env)
     launch = new_launch(log_dir, name, "local")
-    record = {**launch.base_record(), **start(command, executors, launch.run_dir, out or sys.stdout, python)}
+    try:
+        fields = start(command, executors, launch.run_dir, out or sys.stdout, python)
+    except BaseException:
+        launch.discard()
+        raise
+    record = {**launch.base_record(), **fields}
     record["record_path"] = str(launch.record_path)
     save_record(launch.record_path, record)
     return record
@@ -93,9 +98,8 @@ def stop_record(record: dict[str, Any], out: TextIO) -> int:
     SIGKILL after ``record["stop_timeout"]`` seconds (default 60). Returns how many were running."""
     entries = record.get("executors", [])
     stopped = procs.stop(entries, _timeout(record))
-    print(f"{record.get('hostname', 'local')}: stopped {stopped} of {len(entries)} executors "
-          f"(the others had ended)" if stopped < len(entries) else
-          f"{record.get('hostname', 'local')}: stopped {stopped} executors", file=out)
+    ended = f" ({len(entries) - stopped} had ended already)" if stopped < len(entries) else ""
+    print(f"{record.get('hostname', 'local')}: stopped {stopped} of {len(entries)} executors{ended}", file=out)
     return stopped
 
 

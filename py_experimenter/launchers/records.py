@@ -12,6 +12,7 @@ ids). ``--stop`` adds ``stopped_at``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -41,6 +42,11 @@ class Launch:
         """The fields every record has; the backend adds its own."""
         return {"backend": self.backend, "table": self.table, "launched_at": self.launched_at,
                 "run_dir": str(self.run_dir)}
+
+    def discard(self) -> None:
+        """Remove the log folder of a launch that started nothing (if it is still empty)."""
+        with contextlib.suppress(OSError):
+            self.run_dir.rmdir()
 
 
 def table_dir(log_dir: str | os.PathLike[str], table: str) -> Path:

@@ -199,7 +199,12 @@ def launch_ssh(config: str | os.PathLike[str], hosts: str | Sequence[str | Host]
                            python=remote_python, remote_dir=remote_dir or os.getcwd(),
                            remote_log_dir=remote_log_dir, env=dict(env or {}))
     launch = new_launch(log_dir, name, "ssh")
-    record = {**launch.base_record(), **start(command, targets, executors, settings, launch.run_dir, out or sys.stdout)}
+    try:
+        fields = start(command, targets, executors, settings, launch.run_dir, out or sys.stdout)
+    except BaseException:
+        launch.discard()
+        raise
+    record = {**launch.base_record(), **fields}
     record["record_path"] = str(launch.record_path)
     save_record(launch.record_path, record)
     return record

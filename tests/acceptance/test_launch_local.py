@@ -142,7 +142,7 @@ def test_stop_leaves_no_process_and_hands_the_rows_back(tmp_path: Path):
         stopped = cli("launch", str(config), "--stop", "--stop-timeout", "20", "--log-dir", str(tmp_path / "logs"),
                       cwd=tmp_path)
         assert stopped.returncode == 0, stopped.stderr
-        assert "stopped 2 executors" in stopped.stdout
+        assert "stopped 2 of 2 executors" in stopped.stdout
         assert processes_with(marker) == []
         assert local.alive_record(record) == 0
         counts = experimenter._admin().status_counts()

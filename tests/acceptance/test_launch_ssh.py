@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from py_experimenter.exceptions import LaunchError
+from py_experimenter.launchers.ssh import launch_ssh
 from tests.acceptance.test_launch_local import launch_and_time_first_claim, make_table, processes_with
 
 SSH_PORT = 2222
@@ -138,6 +140,12 @@ def test_a_refusing_host_stops_the_launch_before_anything_starts(tmp_path: Path,
         assert processes_with(marker) == []
         assert experimenter._admin().status_counts() == {"created": 4}
         assert not list((tmp_path / "py_experimenter_logs").rglob("launch-ssh-*.json"))
+
+        with pytest.raises(LaunchError, match=r"host root@127.0.0.1:2223: .*Connection refused"):  # the Python API
+            launch_ssh(config, hosts, function="fn.py:run", credentials=credentials, remote_python=sys.executable,
+                       ssh_options=[arg.partition("=")[2] for arg in SSH_OPTIONS[1:]] + ["-i", str(KEY)],
+                       log_dir=tmp_path / "api-logs")
+        assert processes_with(marker) == [] and not list((tmp_path / "api-logs").rglob("*-*"))  # no record, no logs
     finally:
         experimenter.delete_table()
 
