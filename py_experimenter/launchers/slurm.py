@@ -23,6 +23,7 @@ import io
 import os
 import shlex
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -50,6 +51,8 @@ __all__ = ["SlurmOptions", "add_arguments", "alive_by_target", "alive_record", "
 DEFAULT_TIME_MINUTES = 60
 #: Seconds before the time limit at which Slurm sends SIGUSR2 (submitit's ``signal_delay_s``).
 DEFAULT_SIGNAL_SECONDS = 90
+#: Seconds ``stop_record`` waits for signalled executors to leave before it cancels the rest.
+DEFAULT_STOP_SECONDS = 60.0
 #: Task states in which an executor has yet to start or still runs.
 ALIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
                           "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT"})
@@ -326,18 +329,34 @@ def alive_by_target(record: dict[str, Any]) -> dict[str, tuple[int, int | None]]
     return {f"slurm job {array}": (int(record.get("array_size", len(record.get("tasks", [])))), alive)}
 
 
-def stop_record(record: dict[str, Any], out: TextIO) -> int:
-    """``scancel`` the launch's jobs (their executors hand running experiments back); returns how
-    many executors were still waiting or running."""
-    import subprocess
+def _scancel(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["scancel", *args], capture_output=True, text=True, timeout=30, check=False)
 
+
+def stop_record(record: dict[str, Any], out: TextIO) -> int:
+    """Stop the launch's executors; returns how many were still waiting or running.
+
+    Tasks that have not started are cancelled. Running ones get SIGTERM twice (a second apart),
+    so each executor hands its running experiment back at once (attempt ``interrupted``, row
+    ``created``) and exits; a plain ``scancel`` would SIGKILL them after Slurm's ``KillWait``,
+    possibly inside the grace period, and leave the row ``running`` until its lease expires.
+    Whatever still runs after ``record["stop_timeout"]`` seconds (default 60) is cancelled.
+    """
     job_ids = list(record.get("job_ids", []))
     alive = alive_record(record)
     if not job_ids or alive == 0:
         print(f"slurm: nothing to stop: job {', '.join(job_ids) or '?'} already ended", file=out)
         return 0
-    done = subprocess.run(["scancel", *job_ids], capture_output=True, text=True, timeout=30, check=False)
+    _scancel("--state=PENDING", *job_ids)
+    for _ in range(2):  # best effort: tasks that just ended make scancel complain
+        _scancel("--signal=TERM", *job_ids)
+        time.sleep(1.2)  # more than shutdown.SAME_SIGNAL_WINDOW: the second one hands back now
+    deadline = time.monotonic() + float(record.get("stop_timeout") or DEFAULT_STOP_SECONDS)
+    while alive_record(record) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    done = _scancel(*job_ids)
     if done.returncode != 0:
         raise LaunchError(f"scancel {' '.join(job_ids)} failed: {first_line(done.stderr or done.stdout)}")
-    print(f"slurm: cancelled job {', '.join(job_ids)} ({alive} executors were waiting or running)", file=out)
+    print(f"slurm: stopped job {', '.join(job_ids)} ({alive} executors were waiting or running; running "
+          "experiments were handed back)", file=out)
     return alive

@@ -36,7 +36,8 @@ FUNCTIONS = textwrap.dedent('''
         marker = custom_fields["marker"]
         if keyfields["seed"] == 0 and not os.path.exists(marker):  # the first try of row 1 runs "too long"
             with open(marker + ".tmp", "w") as f:
-                f.write(os.environ["SLURM_ARRAY_JOB_ID"] + "_" + os.environ["SLURM_ARRAY_TASK_ID"])
+                array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+                f.write(f"{array}_{task}" if array else os.environ["SLURM_JOB_ID"])  # one executor: no array
             os.replace(marker + ".tmp", marker)
             time.sleep(300)
         time.sleep(1.0 if keyfields["seed"] else 0.0)
@@ -163,6 +164,29 @@ def test_usr2_hands_a_running_row_back_and_another_task_finishes_it(slurm_cluste
         log = Path(record["folder"], f"{hung_task}_0_log.err").read_text()
         assert "SIGUSR2" in log and "handed back" in log, log
         assert "requeue" not in log.lower()  # submitit's own USR2 handler never ran
+    finally:
+        experimenter.delete_table()
+        experimenter.db.dispose()
+
+
+def test_stop_hands_the_running_experiment_back(slurm_cluster: SlurmCluster, work: Path):
+    experimenter, config, credentials = _experiment(work, "sqlite", 1, Custom={"marker": str(work / "hung")},
+                                                    Execution={"grace_seconds": 60})  # > Slurm's KillWait
+    try:
+        record = launch_slurm(config, 1, f"{work / 'functions.py'}:first_one_hangs", credentials, time_limit=5,
+                              out=io.StringIO())
+        deadline = time.monotonic() + 60
+        while not (work / "hung").exists():
+            assert time.monotonic() < deadline and alive_record(record), "the task did not start row 1"
+            time.sleep(0.2)
+        out = io.StringIO()
+        started = time.monotonic()
+        assert stop_record(record, out) == 1
+        assert time.monotonic() - started < 30 and alive_record(record) == 0
+        assert "slurm: stopped job" in out.getvalue()
+        assert list(experimenter.get_table()["status"]) == ["created"]  # not 'running' until its lease expires
+        assert list(experimenter.get_attempts_table()["outcome"]) == ["interrupted"]
+        assert "nothing to stop" in (lambda o: (stop_record(record, o), o.getvalue())[1])(io.StringIO())
     finally:
         experimenter.delete_table()
         experimenter.db.dispose()
