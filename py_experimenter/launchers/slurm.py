@@ -295,9 +295,13 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
                        help="a further sbatch option, e.g. --sbatch constraint=a100 (repeatable)")
     group.add_argument("--setup", action="append", default=[], metavar="LINE",
                        help="a shell line run before the executor, e.g. 'module load python' (repeatable)")
+    group.add_argument("--slurm-python", metavar="PATH",
+                       help="the Python that runs the executors in the jobs (default: the one running this "
+                            "command; it must see the same py_experimenter)")
     group.add_argument("--signal-seconds", type=int, default=DEFAULT_SIGNAL_SECONDS, metavar="S",
-                       help="Slurm sends SIGUSR2 S seconds before the time limit: the running experiment "
-                            f"is handed back (default {DEFAULT_SIGNAL_SECONDS})")
+                       help="Slurm sends SIGUSR2 S seconds before the time limit: the running experiment may "
+                            "finish within the run's --grace-seconds, else it is handed back for another job "
+                            f"(default {DEFAULT_SIGNAL_SECONDS}; keep it above the grace period)")
 
 
 def launch_from_args(command: ExecutorCommand, executors: int, args: argparse.Namespace, run_dir: Path,
@@ -311,7 +315,8 @@ def launch_from_args(command: ExecutorCommand, executors: int, args: argparse.Na
         sbatch=getattr(args, "sbatch", None) or [], setup=getattr(args, "setup", None) or [],
         signal_seconds=getattr(args, "signal_seconds", DEFAULT_SIGNAL_SECONDS),
     )
-    return submit(command, executors, options, run_dir, out, watch_hint=False)  # launch prints its own hints
+    return submit(command, executors, options, run_dir, out, python=getattr(args, "slurm_python", None),
+                  watch_hint=False)  # launch prints its own hints
 
 
 def alive_record(record: dict[str, Any]) -> int:
