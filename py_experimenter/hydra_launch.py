@@ -94,6 +94,10 @@ def fill_sweep(params: Mapping[str, Any], config: Any, jobs: Sequence[Sequence[s
     table = experimenter.config.table.name
     print(f"py_experimenter: {len(jobs)} jobs of the sweep -> table {table}: {report.added} rows added, "
           f"{report.existing} already there")
+    if report.changed:
+        print(f"py_experimenter: warning: {report.changed} of the rows already there were swept before with other "
+              "overrides of parameters that are not keyfields; they keep their first config (make those parameters "
+              "keyfields to sweep them)")
     if not params.get("executors"):
         run = ["py-experimenter", "run", path, "--function", "py_experimenter.hydra_task:run_hydra_task"]
         if credentials:

@@ -61,6 +61,8 @@ class SweepReport:
     added: int
     existing: int
     experiment_ids: tuple[int, ...]
+    #: rows already there whose earlier sweep had other overrides (the first ones are kept).
+    changed: int = 0
 
 
 def hydra_table(db: Database) -> sa.Table:
@@ -228,11 +230,17 @@ def record_sweep(db: Database, jobs: Sequence[Sequence[str]], compose: Callable[
     main = db.schema.main
     with db.begin() as conn:
         ids = dict(conn.execute(sa.select(main.c.keyhash, main.c.ID).where(main.c.keyhash.in_(set(hashes)))).all())
-        have = set(conn.scalars(sa.select(side.c.experiment_id).where(side.c.experiment_id.in_(set(ids.values())))))
+        have = dict(conn.execute(sa.select(side.c.experiment_id, side.c.overrides)
+                                 .where(side.c.experiment_id.in_(set(ids.values())))).all())
     entries = {}
+    changed = set()
     for index, (overrides, key) in enumerate(zip(jobs, hashes, strict=True)):
         experiment_id = int(ids[key])
-        if experiment_id in have or experiment_id in entries:
+        if experiment_id in have:
+            if sorted(json.loads(have[experiment_id])) != sorted(overrides):
+                changed.add(experiment_id)
+            continue
+        if experiment_id in entries:
             continue
         entries[experiment_id] = {
             "experiment_id": experiment_id, "overrides": json.dumps(list(overrides)), "config_source": config_source,
@@ -241,7 +249,7 @@ def record_sweep(db: Database, jobs: Sequence[Sequence[str]], compose: Callable[
         }
     _insert_missing(db, side, list(entries.values()))
     return SweepReport(added=added, existing=len(set(hashes)) - added,
-                       experiment_ids=tuple(int(ids[key]) for key in hashes))
+                       experiment_ids=tuple(int(ids[key]) for key in hashes), changed=len(changed))
 
 
 def _insert_missing(db: Database, side: sa.Table, entries: list[dict[str, Any]]) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -38,9 +39,12 @@ def run_hydra_task(keyfields: dict[str, Any], result_processor: ResultProcessor,
             f"experiment {result_processor.experiment_id} {keyfields} was not added by a Hydra sweep "
             f"(no entry in {db.schema.main.name}__hydra); run it with its own --function"
         )
-    cfg = compose_job(job)
-    returned = task_callable(job.task_function)(cfg)
-    return store_return(result_processor, returned)
+    with warnings.catch_warnings():
+        # The app's version_base warning (Hydra 1.1 compatibility): its user saw it when sweeping.
+        warnings.filterwarnings("ignore", category=UserWarning, message=r"\s*version_base")
+        cfg = compose_job(job)
+        task = task_callable(job.task_function)
+    return store_return(result_processor, task(cfg))
 
 
 def compose_job(job: HydraJob) -> Any:
