@@ -265,19 +265,39 @@ def test_errors_before_anything_is_submitted(slurm_cluster: SlurmCluster, work: 
     experimenter.db.dispose()
 
 
-def test_the_plain_sbatch_example_drains_a_table(slurm_cluster: SlurmCluster, work: Path):
-    experimenter, config, credentials = _experiment(work, "sqlite", 8)
+def test_the_plain_sbatch_example_drains_a_table_and_hands_back_on_usr2(slurm_cluster: SlurmCluster, work: Path):
+    """docs/examples/slurm/array.sbatch as a user submits it (sbatch --wait): its two tasks drain the
+    table; SIGUSR2 to one task's batch shell (what --signal=B:USR2@120 sends) reaches the exec'd
+    executor, which hands its running row back, and the other task finishes it."""
+    experimenter, config, credentials = _experiment(work, "sqlite", 8, Custom={"marker": str(work / "hung")},
+                                                    Execution={"grace_seconds": 2})
     script = REPO / "docs" / "examples" / "slurm" / "array.sbatch"
     try:
         env = {**os.environ, "VENV": str(Path(sys.executable).parent.parent), "CONFIG": str(config),
-               "CREDENTIALS": str(credentials), "FUNCTION": f"{work / 'functions.py'}:quick"}
-        done = subprocess.run(["sbatch", "--wait", "--array=0-1", "--time=5", str(script)], cwd=work, env=env,
-                              capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stdout + done.stderr
+               "CREDENTIALS": str(credentials), "FUNCTION": f"{work / 'functions.py'}:first_one_hangs"}
+        submitted = subprocess.Popen(["sbatch", "--wait", "--array=0-1", "--time=5", str(script)], cwd=work, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not (work / "hung").exists():
+                assert time.monotonic() < deadline and submitted.poll() is None, "no task started row 1"
+                time.sleep(0.2)
+            hung_task = (work / "hung").read_text()
+            subprocess.run(["scancel", "--batch", "--signal=USR2", hung_task], check=True, timeout=30)
+            output, _ = submitted.communicate(timeout=120)
+        finally:
+            if submitted.poll() is None:
+                submitted.kill()
+        assert submitted.returncode == 0, output
+        array = output.split()[-1]
         table = experimenter.get_table()
         assert list(table["status"]) == ["done"] * 8
-        array = done.stdout.split()[-1]
-        assert set(experimenter.get_attempts_table()["job_id"]) <= {f"{array}_0", f"{array}_1"}
+        attempts = experimenter.get_attempts_table()
+        assert set(attempts["job_id"]) == {f"{array}_0", f"{array}_1"}
+        first = attempts[attempts["experiment_id"] == 1].sort_values("attempt")
+        assert list(first["outcome"]) == ["interrupted", "done"] and first.iloc[1]["job_id"] != hung_task
+        log = (work / f"py-experimenter-{hung_task}.log").read_text()
+        assert "SIGUSR2" in log and "handed back" in log, log
     finally:
         experimenter.delete_table()
         experimenter.db.dispose()
