@@ -34,24 +34,37 @@ def running_by_worker(experimenter: Any) -> list[dict[str, Any]]:
 def launched_executors(log_dir: str | os.PathLike[str], table: str,
                        running: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per target (host, Slurm job) of every launch of ``table`` not stopped and not ended:
-    executors started, still running (None: the host did not answer), and running experiments of
-    its workers (None when the backend cannot tell which rows are its executors')."""
-    by_worker = {entry["worker"]: len(entry["ids"]) for entry in running}
+    executors started, still running (None: the host did not answer), and the running
+    experiments of its executors (matched by ``worker``, or for Slurm by ``job_id``; None when
+    unknown)."""
     found = []
     for _, record in launch_records(log_dir, table):
         try:
             module = importlib.import_module(f"py_experimenter.launchers.{record['backend']}")
         except ImportError:
             continue
-        alive = module.alive_by_target(record) if hasattr(module, "alive_by_target") else {}
-        workers = module.workers_by_target(record) if hasattr(module, "workers_by_target") else {}
-        if alive and all(still == 0 for _, still in alive.values()):
+        if hasattr(module, "targets"):
+            targets = module.targets(record)
+        else:
+            targets = {name: {"started": started, "alive": alive, "workers": None}
+                       for name, (started, alive) in module.alive_by_target(record).items()}
+        if targets and all(target["alive"] == 0 for target in targets.values()):
             continue  # a launch whose executors all ended: nothing to show (its record stays for --stop)
-        for target, (started, still) in alive.items():
-            experiments = sum(by_worker.get(worker, 0) for worker in workers.get(target, ()))
-            found.append({"backend": record["backend"], "target": target, "started": started, "alive": still,
-                          "experiments": experiments if workers else None})
+        for name, target in targets.items():
+            found.append({"backend": record["backend"], "target": name, "started": target["started"],
+                          "alive": target["alive"], "experiments": _experiments(record, target, running)})
     return found
+
+
+def _experiments(record: dict[str, Any], target: dict[str, Any], running: list[dict[str, Any]]) -> int | None:
+    workers = target.get("workers")
+    if workers is not None:
+        return sum(len(entry["ids"]) for entry in running if entry["worker"] in workers)
+    job_ids = [str(job) for job in record.get("job_ids", [])]
+    if job_ids:  # Slurm: the rows' job_id is "<job>" or "<array job>_<task>"
+        return sum(len(entry["ids"]) for entry in running
+                   if any(entry["job_id"] == job or entry["job_id"].startswith(job + "_") for job in job_ids))
+    return None
 
 
 def print_report(experimenter: Any, log_dir: str | os.PathLike[str], out: TextIO) -> None:

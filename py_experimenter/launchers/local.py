@@ -20,7 +20,8 @@ from py_experimenter.launchers import procs
 from py_experimenter.launchers.command import ExecutorCommand
 from py_experimenter.launchers.records import DEFAULT_LOG_DIR, new_launch, save_record
 
-__all__ = ["add_arguments", "alive_by_target", "alive_record", "launch_from_args", "launch_local", "stop_record"]
+__all__ = ["add_arguments", "alive_by_target", "alive_record", "launch_from_args", "launch_local", "stop_record",
+           "targets"]
 
 #: Seconds ``stop_record`` waits after SIGTERM before SIGKILL, unless the record says otherwise
 #: (more than the default grace period of 30 s, in which a running experiment may still finish).
@@ -109,12 +110,15 @@ def alive_record(record: dict[str, Any]) -> int:
 
 
 def alive_by_target(record: dict[str, Any]) -> dict[str, tuple[int, int]]:
-    """``{hostname: (started, still running)}`` for ``status``."""
+    """``{hostname: (started, still running)}``."""
     entries = record.get("executors", [])
     return {record.get("hostname", "local"): (len(entries), procs.alive(entries))}
 
 
-def workers_by_target(record: dict[str, Any]) -> dict[str, set[str]]:
-    """``{hostname: {"hostname:pid", ...}}``: the ``worker`` values the executors write on their rows."""
+def targets(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """For ``status``: ``{hostname: {"started", "alive", "workers"}}``, where ``workers`` are the
+    ``worker`` values (``hostname:pid``) the executors and their forked processes write on rows."""
+    entries = record.get("executors", [])
     host = record.get("hostname", "local")
-    return {host: {f"{host}:{entry['pid']}" for entry in record.get("executors", [])}}
+    return {host: {"started": len(entries), "alive": procs.alive(entries),
+                   "workers": {f"{host}:{pid}" for pid in procs.members(entries)}}}

@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["alive", "main", "spawn", "start_time", "stop"]
+__all__ = ["alive", "main", "members", "spawn", "start_time", "stop"]
 
 
 def start_time(pid: int) -> str | None:
@@ -114,6 +114,27 @@ def alive(entries: list[dict[str, Any]]) -> int:
     return sum(1 for entry in entries if _ours(entry))
 
 
+def members(entries: list[dict[str, Any]]) -> list[int]:
+    """The live pids in the process groups of the ``entries`` still running: the executors and
+    the processes they forked (``--n-jobs``), whose pids the table's ``worker`` column names.
+    Without /proc: the executors' own pids only."""
+    groups = {int(entry["pid"]) for entry in entries if _ours(entry)}
+    if not os.path.isdir("/proc/self"):
+        return sorted(groups)
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[0] not in ("Z", "X") and int(fields[2]) in groups:
+            found.append(int(name))
+    return sorted(found)
+
+
 def stop(entries: list[dict[str, Any]], timeout: float = 60.0) -> int:
     """SIGTERM each running entry's process group (executors stop claiming and hand their
     experiment back after its grace period), wait up to ``timeout`` seconds, then SIGKILL what is
@@ -189,7 +210,7 @@ def main(argv: list[str]) -> int:
             answer["entries"] = [spawn(argv, f"{request['log_prefix']}-{i}.log", env=request.get("env"))
                                  for i in range(int(request["count"]))]
     elif op == "alive":
-        answer = {"alive": alive(request["entries"])}
+        answer = {"alive": alive(request["entries"]), "members": members(request["entries"])}
     elif op == "stop":
         answer = {"stopped": stop(request["entries"], float(request.get("timeout", 60.0)))}
     else:

@@ -40,7 +40,7 @@ from py_experimenter.launchers.records import DEFAULT_LOG_DIR, new_launch, save_
 from py_experimenter.launchers.ssh_hosts import Host, parse_hosts, read_hosts_file
 
 __all__ = ["SshSettings", "add_arguments", "alive_by_target", "alive_record", "launch_from_args", "launch_ssh",
-           "stop_record", "workers_by_target"]
+           "stop_record", "targets"]
 
 #: Seconds ``stop_record`` waits after SIGTERM before SIGKILL unless the record says otherwise.
 DEFAULT_STOP_TIMEOUT = 60.0
@@ -297,18 +297,24 @@ def stop_record(record: dict[str, Any], out: TextIO) -> int:
     return stopped
 
 
+def targets(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """For ``status``, per host: ``{"started", "alive", "workers"}`` (``alive`` and ``workers``
+    None when the host did not answer); ``workers`` are the ``hostname:pid`` values the executors
+    and their forked processes write on the rows they run."""
+    found = {}
+    for entry, answer in _on_hosts(record, {"op": "alive"}):
+        ok = "problem" not in answer
+        found[entry["label"]] = {
+            "started": len(entry["executors"]), "alive": int(answer["alive"]) if ok else None,
+            "workers": {f"{entry.get('hostname')}:{pid}" for pid in answer.get("members", [])} if ok else None}
+    return found
+
+
 def alive_by_target(record: dict[str, Any]) -> dict[str, tuple[int, int | None]]:
     """``{host: (started, still running or None when the host did not answer)}``."""
-    return {entry["label"]: (len(entry["executors"]), None if "problem" in answer else int(answer["alive"]))
-            for entry, answer in _on_hosts(record, {"op": "alive"})}
+    return {label: (target["started"], target["alive"]) for label, target in targets(record).items()}
 
 
 def alive_record(record: dict[str, Any]) -> int:
     """How many of the record's executors still run (a host that does not answer counts as all running)."""
     return sum(started if alive is None else alive for started, alive in alive_by_target(record).values())
-
-
-def workers_by_target(record: dict[str, Any]) -> dict[str, set[str]]:
-    """``{host: {"hostname:pid", ...}}``: the ``worker`` values the executors write on their rows."""
-    return {entry["label"]: {f"{entry.get('hostname')}:{e['pid']}" for e in entry["executors"]}
-            for entry in record.get("hosts", [])}

@@ -98,26 +98,27 @@ def test_status_per_host_and_stop_leaves_no_process(tmp_path: Path, two_hosts: N
     experimenter, config, credentials = make_table(tmp_path, "mysql", rows=8, sleep=600)
     marker = experimenter.config.table.name
     try:
-        started = cli("launch", *ssh_launch(config, credentials, "--hosts", HOSTS, "-n", "2", "--", "--grace-seconds",
-                                            "1"), cwd=tmp_path)
+        # one executor per host, forking two processes (run --n-jobs 2): the worker column names the forked pids
+        started = cli("launch", *ssh_launch(config, credentials, "--hosts", HOSTS, "--", "--grace-seconds", "1",
+                                            "--n-jobs", "2"), cwd=tmp_path)
         assert started.returncode == 0, started.stdout + started.stderr
         limit = time.monotonic() + 60
         while experimenter._admin().status_counts().get("running", 0) < 4 and time.monotonic() < limit:
             time.sleep(0.2)
         assert experimenter._admin().status_counts().get("running") == 4
-        assert len(processes_with(marker)) == 4
+        assert len(processes_with(marker)) == 6  # per host: the executor and its two processes
 
         status = cli("status", str(config), "--credentials", str(credentials), cwd=tmp_path)
         assert status.returncode == 0, status.stderr
         launched = status.stdout.split("launched executors")[1].splitlines()
         rows = {line.split()[1]: line.split()[2:] for line in launched if line.startswith("ssh ")}
         # per host: started, still running, running experiments
-        assert rows == {f"root@127.0.0.1:{SSH_PORT}": ["2", "2", "2"], f"root@127.0.0.2:{SSH_PORT}": ["2", "2", "2"]}
+        assert rows == {f"root@127.0.0.1:{SSH_PORT}": ["1", "1", "2"], f"root@127.0.0.2:{SSH_PORT}": ["1", "1", "2"]}
 
         stopped = cli("launch", str(config), "--on", "ssh", "--stop", "--stop-timeout", "20", cwd=tmp_path)
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-        assert f"root@127.0.0.1:{SSH_PORT}: stopped 2 of 2" in stopped.stdout
-        assert f"root@127.0.0.2:{SSH_PORT}: stopped 2 of 2" in stopped.stdout
+        assert f"root@127.0.0.1:{SSH_PORT}: stopped 1 of 1" in stopped.stdout
+        assert f"root@127.0.0.2:{SSH_PORT}: stopped 1 of 1" in stopped.stdout
         assert processes_with(marker) == []
         assert experimenter._admin().status_counts() == {"created": 8}
         assert sorted(set(experimenter.get_attempts_table()["outcome"])) == ["interrupted"]
