@@ -306,7 +306,8 @@ def _stop(args: argparse.Namespace) -> int:
             continue
         record["stopped_at"] = time.time()
         save_record(path, record)
-    print(f"stopped {stopped} executors of {len(records)} launches of {table!r}")
+    launches = "1 launch" if len(records) == 1 else f"{len(records)} launches"
+    print(f"stopped {stopped} executors of {launches} of {table!r}")
     if problems:
         raise LaunchError("; ".join(problems))
     return 0

@@ -155,7 +155,8 @@ def start(command: ExecutorCommand, hosts: Sequence[Host], executors: int, setti
         entries = answer["entries"]
         pids = ", ".join(str(entry["pid"]) for entry in entries)
         logs = os.path.dirname(entries[0]["log"]) if entries else log_dir
-        print(f"{host.label}: started {len(entries)} executors (pids {pids}); logs there in {logs}", file=out)
+        noun = "executor" if len(entries) == 1 else "executors"
+        print(f"{host.label}: started {len(entries)} {noun} (pids {pids}); logs there in {logs}", file=out)
         records.append({"label": host.label, "host": host.host, "user": host.user, "port": host.port,
                         "hostname": answer.get("hostname"), "python": answer.get("python"), "dir": answer.get("dir"),
                         "executors": entries})
