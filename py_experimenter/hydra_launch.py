@@ -124,7 +124,8 @@ def start_executors(params: Mapping[str, Any], path: str, function: str) -> dict
     if params.get("backend", "local") == "slurm":
         from py_experimenter.launchers.slurm import launch_slurm
 
-        return launch_slurm(path, executors, **common, **dict(params.get("slurm") or {}))
+        slurm = {k: v for k, v in dict(params.get("slurm") or {}).items() if v not in (None, {}, [])}
+        return launch_slurm(path, executors, **common, **slurm)
     from py_experimenter.launchers.local import launch_local
 
     return launch_local(path, executors, **common)

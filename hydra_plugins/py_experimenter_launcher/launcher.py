@@ -41,6 +41,28 @@ TASK_FUNCTION = "py_experimenter.hydra_task:run_hydra_task"
 
 
 @dataclass
+class SlurmConf:
+    """``hydra.launcher.slurm.*``: the options of ``py_experimenter.launchers.slurm.launch_slurm``
+    (None: Slurm's or launch_slurm's default)."""
+
+    partition: str | None = None
+    #: per executor: minutes, "90m", "2h" or "HH:MM:SS".
+    time_limit: str | None = None
+    cpus_per_executor: int | None = None
+    mem: str | None = None
+    gpus: str | None = None
+    array_parallelism: int | None = None
+    account: str | None = None
+    qos: str | None = None
+    #: further sbatch options, {"constraint": "a100"}.
+    sbatch: dict[str, Any] = field(default_factory=dict)
+    #: shell lines run before each executor (module load ..., source venv/bin/activate).
+    setup: list[str] = field(default_factory=list)
+    signal_seconds: int | None = None
+    job_name: str | None = None
+
+
+@dataclass
 class PyExperimenterLauncherConf:
     """``hydra.launcher.*`` of ``hydra/launcher=py_experimenter``."""
 
@@ -57,8 +79,8 @@ class PyExperimenterLauncherConf:
     log_dir: str = "py_experimenter_logs"
     #: further ``py-experimenter run`` options for every executor.
     run_args: list[str] = field(default_factory=list)
-    #: options of ``launch_slurm`` (partition, time_limit, cpus_per_executor, mem, gpus, ...).
-    slurm: dict[str, Any] = field(default_factory=dict)
+    #: with backend=slurm: partition, time_limit, cpus_per_executor, mem, gpus, ...
+    slurm: SlurmConf = field(default_factory=SlurmConf)
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="py_experimenter", node=PyExperimenterLauncherConf,

@@ -20,7 +20,7 @@ import yaml
 
 from py_experimenter.experimenter import PyExperimenter
 from py_experimenter.hydra_sweep import hydra_table
-from tests.conftest import SERVER_URLS, experiment_yaml, require_server
+from tests.conftest import SERVER_URLS, SlurmCluster, experiment_yaml, require_server
 
 pytest.importorskip("hydra", reason="hydra-core is in the test extra")
 
@@ -166,4 +166,23 @@ def test_executors_started_by_the_plugin_run_the_rows(app: Path) -> None:
     side = hydra_table(experimenter.db)
     with experimenter.db.begin() as conn:
         assert conn.scalar(sa.select(sa.func.count()).select_from(side)) == 4
+    experimenter.db.dispose()
+
+
+def test_executors_started_on_slurm_by_the_plugin_run_the_rows(app: Path, slurm_cluster: SlurmCluster) -> None:
+    done = _sweep("dataset=a,bb", "seed=1,2", "hydra.launcher.executors=2", "hydra.launcher.backend=slurm",
+                  "hydra.launcher.log_dir=logs", f"hydra.launcher.slurm.partition={slurm_cluster.partition}",
+                  "hydra.launcher.slurm.time_limit=5")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "submitted job array" in done.stdout, done.stdout
+    experimenter = _experimenter()
+    deadline = time.monotonic() + 90
+    while True:
+        table = experimenter.get_table()
+        if set(table["status"]) == {"done"} or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(table) == 4 and set(table["status"]) == {"done"}, table[["status", "error"]]
+    attempts = experimenter.get_attempts_table()
+    assert attempts["job_id"].str.fullmatch(r"\d+_[01]").all(), attempts["job_id"]
     experimenter.db.dispose()
