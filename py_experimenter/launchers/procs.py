@@ -159,8 +159,9 @@ def _signal_group(entry: dict[str, Any], signum: int) -> None:
         os.killpg(int(entry["pid"]), signum)
 
 
-def _preflight(request: dict[str, Any]) -> dict[str, Any]:
-    """Checks on a host before anything starts there; ``problem`` says what is wrong."""
+def _preflight(request: dict[str, Any], check_import: bool = True) -> dict[str, Any]:
+    """Checks on a host before anything starts there; ``problem`` says what is wrong.
+    ``check_import=False`` (``start``, after a preflight passed) skips the slow import check."""
     answer: dict[str, Any] = {"hostname": socket.gethostname(), "python": sys.executable}
     directory = request.get("dir")
     if directory:
@@ -170,14 +171,15 @@ def _preflight(request: dict[str, Any]) -> dict[str, Any]:
             answer["problem"] = f"the remote folder {directory} is not usable ({err.strerror}); pass --remote-dir"
             return answer
     answer["dir"] = os.getcwd()
-    sys.path.insert(0, answer["dir"])  # as for the executors' ``python -m``
-    try:
-        import py_experimenter
-    except Exception as err:  # not installed, or broken (a dependency missing)
-        answer["problem"] = (f"py_experimenter is not installed for {sys.executable} ({type(err).__name__}: "
-                             f"{err}); pip install py-experimenter there or pass --remote-python")
-        return answer
-    answer["version"] = getattr(py_experimenter, "__version__", "?")
+    if check_import:
+        sys.path.insert(0, answer["dir"])  # as for the executors' ``python -m``
+        try:
+            import py_experimenter
+        except Exception as err:  # not installed, or broken (a dependency missing)
+            answer["problem"] = (f"py_experimenter is not installed for {sys.executable} ({type(err).__name__}: "
+                                 f"{err}); pip install py-experimenter there or pass --remote-python")
+            return answer
+        answer["version"] = getattr(py_experimenter, "__version__", "?")
     for what, path in request.get("files", {}).items():
         if path and not os.path.isfile(path):
             answer["problem"] = (f"the {what} {path} does not exist there (launch passes this machine's absolute "
@@ -202,7 +204,7 @@ def main(argv: list[str]) -> int:
     op = request["op"]
     answer: dict[str, Any]
     if op in ("preflight", "start"):
-        answer = _preflight(request)
+        answer = _preflight(request, check_import=op == "preflight")
         if op == "start" and "problem" not in answer:
             argv = list(request["argv"])
             if request.get("this_python"):  # the interpreter running this, as the preflight found it
