@@ -177,3 +177,13 @@ def test_a_reused_pid_is_never_signalled(tmp_path: Path):
         if stranger.poll() is None:
             stranger.kill()
             stranger.wait()
+
+
+def test_wait_returns_when_the_executors_ended_with_rows_left(tmp_path: Path):
+    """``--wait`` follows the executors too: they stop after --max-experiments, rows are left, exit 1."""
+    experimenter, config, credentials = make_table(tmp_path, "sqlite", rows=6, sleep=0.05)
+    done = cli("launch", str(config), "--on", "local", "-n", "2", "--credentials", str(credentials), "--function",
+               "fn.py:run", "--wait", "--", "--max-experiments", "1", cwd=tmp_path, timeout=90)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert experimenter._admin().status_counts() == {"done": 2, "created": 4}
+    assert "created 4" in done.stdout or "4 left" in done.stdout, done.stdout
