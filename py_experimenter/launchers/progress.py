@@ -114,6 +114,16 @@ class _Display:
             self._bar.stop()
 
 
+def _alive(alive: Callable[[], int], out: TextIO) -> int | None:
+    """``alive()``, or None when it cannot tell (``squeue`` failing once must not end ``--wait``)."""
+    try:
+        return alive()
+    except Exception as err:  # any backend's failure to look: follow the table regardless
+        print(f"note: cannot tell whether the executors still run ({err}); still following the table",
+              file=out, flush=True)
+        return None
+
+
 def follow(experimenter: PyExperimenter | str | os.PathLike[str], alive: Callable[[], int] | None = None,
            out: TextIO | None = None, *, interval: float = 2.0, line_every: float = 10.0,
            credentials: str | None = None, table: str | None = None, database: str | None = None,
@@ -149,7 +159,7 @@ def follow(experimenter: PyExperimenter | str | os.PathLike[str], alive: Callabl
             if progress.pending == 0:
                 display.update(progress, rate, force=True)
                 break
-            if alive is not None and alive() == 0:
+            if alive is not None and _alive(alive, out) == 0:
                 progress = Progress(admin.status_counts())  # what the last executors wrote before leaving
                 display.update(progress, rate, force=True)
                 reason = "ended" if progress.pending else "drained"

@@ -86,3 +86,20 @@ def test_follow_from_a_config_file_with_a_timeout_and_the_rich_bar(tmp_path: Pat
 def test_follow_a_table_that_does_not_exist(tmp_path: Path):
     with pytest.raises(TableError):
         follow(_experimenter(tmp_path, 1), out=io.StringIO(), rich=False)
+
+
+def test_follow_keeps_going_when_alive_cannot_tell(tmp_path: Path):
+    experimenter = _experimenter(tmp_path, 2)
+    experimenter.fill_table_from_config()
+    answers = iter([RuntimeError("squeue: error: slurm_receive_msg: Socket timed out"), 0])
+
+    def alive() -> int:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    out = io.StringIO()
+    assert follow(experimenter, alive=alive, out=out, interval=0.05, rich=False) == {"created": 2}
+    assert "note: cannot tell whether the executors still run (squeue: error: slurm_receive_msg" in out.getvalue()
+    assert out.getvalue().strip().splitlines()[-1].startswith("progress: the executors ended with 2 experiments")
