@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from py_experimenter.experimenter import PyExperimenter
-from tests.conftest import SERVER_URLS, experiment_yaml, require_server
+from tests.conftest import SERVER_URLS, SlurmCluster, experiment_yaml, require_server
 
 pytest.importorskip("hydra", reason="hydra-core is in the test extra")
 
@@ -44,12 +44,15 @@ APP = textwrap.dedent('''
 KEYFIELDS = {"dataset": {"type": "VARCHAR(20)", "values": ["a", "bb"]}, "seed": {"type": "INT", "values": [1, 2]}}
 
 
-@pytest.fixture(params=["sqlite", "mysql"])
+BOTH = pytest.mark.parametrize("app", ["sqlite", "mysql"], indirect=True)
+
+
+@pytest.fixture
 def app(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A tiny Hydra app in ``tmp_path`` whose experiment file and credentials are relative paths;
     the test runs in that folder too (its SQLite file is relative to it)."""
     monkeypatch.chdir(tmp_path)
-    provider = request.param
+    provider = getattr(request, "param", "sqlite")
     require_server(provider)
     table = f"hydra142_{uuid.uuid4().hex[:10]}"
     (tmp_path / "conf").mkdir()
@@ -89,6 +92,7 @@ def _results(folder: Path) -> dict[tuple[str, int], tuple[str, int]]:
             for r in table.itertuples()}
 
 
+@BOTH
 def test_basic_launcher_runs_each_job_once_and_a_rerun_resumes(app: Path) -> None:
     first = _sweep(app, "dataset=a,bb", "seed=1,2")
     assert first.returncode == 0, first.stdout[-3000:]
@@ -116,3 +120,15 @@ def test_submitit_local_launcher_records_one_row_per_job(app: Path) -> None:
     assert _results(app) == {(d, s): ("done", 10 * s + len(d)) for d in ("a", "bb") for s in (1, 2)}
     attempts = _experimenter(app).get_attempts_table()
     assert len(attempts) == 4 and attempts["outcome"].eq("done").all()
+
+
+@pytest.mark.parametrize("app", ["mysql"], indirect=True)
+def test_submitit_slurm_launcher_records_one_row_per_array_task(app: Path, slurm_cluster: SlurmCluster) -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="hydra-submitit-launcher is in the test extra")
+    done = _sweep(app, "hydra/launcher=submitit_slurm", f"hydra.launcher.partition={slurm_cluster.partition}",
+                  "hydra.launcher.timeout_min=5", "dataset=a,bb", "seed=1,2")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert _results(app) == {(d, s): ("done", 10 * s + len(d)) for d in ("a", "bb") for s in (1, 2)}
+    attempts = _experimenter(app).get_attempts_table()
+    assert len(attempts) == 4 and attempts["outcome"].eq("done").all()
+    assert attempts["job_id"].str.fullmatch(r"\d+_[0-3]").all() and attempts["job_id"].nunique() == 4
