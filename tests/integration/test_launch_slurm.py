@@ -193,6 +193,32 @@ def test_stop_hands_the_running_experiment_back(slurm_cluster: SlurmCluster, wor
         experimenter.db.dispose()
 
 
+def test_a_signal_before_the_executor_runs_stops_it_from_claiming(tmp_path: Path):
+    """run_executor (what each array task runs) replaces submitit's USR2 handler (which requeues
+    the job) until the executor installs its own: a USR2 then means "claim nothing and leave"."""
+    experimenter, config, credentials = _experiment(tmp_path, "sqlite", 2)
+    (tmp_path / "early.py").write_text(
+        "import os, signal\nos.kill(os.getpid(), signal.SIGUSR2)  # arrives while --function is loaded\n"
+        "def run(keyfields, result_processor, custom_fields):\n    result_processor.process_results({'score': 1})\n")
+    code = textwrap.dedent(f"""
+        import signal, sys
+        signal.signal(signal.SIGUSR2, lambda *_: sys.exit("submitit's handler ran"))  # as submitit installs it
+        from py_experimenter.launchers.slurm import run_executor
+        sys.exit(run_executor(["run", {str(config)!r}, "--credentials", {str(credentials)!r},
+                               "--function", {str(tmp_path / "early.py") + ":run"!r}], {{"EXTRA": "1"}}))
+    """)
+    try:
+        done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PY_EXPERIMENTER_DEADLINE": ""})
+        assert done.returncode == 0, done.stderr
+        assert "SIGUSR2 outside an experiment: no experiment will be claimed" in done.stderr
+        assert "ran 0 experiments" in done.stdout
+        assert set(experimenter.get_table()["status"]) == {"created"}
+    finally:
+        experimenter.delete_table()
+        experimenter.db.dispose()
+
+
 def _cli(work: Path, *args: str, env: dict[str, str] | None = None, prelude: str = "",
          timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """``py-experimenter ARGS`` in a fresh interpreter (``prelude`` runs first)."""
