@@ -3,12 +3,14 @@
 The user chooses K, independent of the number of experiments (so ``MaxArraySize`` never bites):
 each array task runs one executor, which drains the table until it is empty or its walltime
 is near. The executor runs *in* the task's Python process (submitit's job entry point calls
-:func:`run_executor`), not as a child of it, for one reason: Slurm signals every process of
-the job step, and submitit's own handler of its pre-timeout signal (SIGUSR2) requeues the job
-or raises inside whatever runs. In-process, the executor's handlers replace submitit's while
-it runs (SIGUSR2 / SIGTERM hand the running experiment back as ``interrupted``, see
-:mod:`py_experimenter.shutdown`), and :func:`run_executor` replaces them before and after it
-(a signal then only stops the executor from claiming). Inside the job the executor sees
+:func:`run_executor`), not as a child of it (a ``submitit.helpers.CommandFunction``): submitit's
+own handler of its pre-timeout signal (SIGUSR2) requeues the job, or, when it judges the job
+timed out and not checkpointable, raises, and ``CommandFunction`` then kills its child (seen on
+Slurm 22.05 with submitit 1.5.4): the running experiment would die instead of being handed back.
+In-process, the executor's handlers replace submitit's while it runs (SIGUSR2 / SIGTERM hand the
+running experiment back as ``interrupted``, see :mod:`py_experimenter.shutdown`), and
+:func:`run_executor` replaces them before and after it (a signal then only stops the executor
+from claiming). Inside the job the executor sees
 ``SLURM_ARRAY_JOB_ID`` / ``SLURM_ARRAY_TASK_ID`` (the attempts record ``<array>_<task>``) and
 reads the job's end time (walltime awareness, :mod:`py_experimenter.deadline`).
 
