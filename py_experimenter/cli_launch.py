@@ -94,8 +94,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Add ``launch`` to the CLI's subparsers (``sub``); every importable backend adds its group."""
     from py_experimenter import cli
 
-    if "run" in sub.choices:
-        _RUN_PARSER.append(sub.choices["run"])
+    _RUN_PARSER[:] = [sub.choices["run"]] if "run" in sub.choices else []
     parser_class = sub._parser_class  # argparse has no per-subcommand parser class: swap it for this one
     sub._parser_class = _launch_parser_class(parser_class)
     try:

@@ -163,7 +163,7 @@ def _preflight(request: dict[str, Any], check_import: bool = True) -> dict[str, 
     """Checks on a host before anything starts there; ``problem`` says what is wrong.
     ``check_import=False`` (``start``, after a preflight passed) skips the slow import check."""
     answer: dict[str, Any] = {"hostname": socket.gethostname(), "python": sys.executable}
-    directory = request.get("dir")
+    directory = os.path.expanduser(request.get("dir") or "")  # ~ is this host's home
     if directory:
         try:
             os.chdir(directory)
@@ -186,7 +186,7 @@ def _preflight(request: dict[str, Any], check_import: bool = True) -> dict[str, 
                                  "paths: use a shared file system, or the same paths on every host)")
             return answer
     try:
-        os.makedirs(request.get("log_dir") or ".", exist_ok=True)
+        os.makedirs(os.path.expanduser(request.get("log_dir") or "."), exist_ok=True)
     except OSError as err:
         answer["problem"] = (f"cannot create the log folder {request.get('log_dir')} ({err.strerror}); "
                              "pass --remote-log-dir")
@@ -209,7 +209,8 @@ def main(argv: list[str]) -> int:
             argv = list(request["argv"])
             if request.get("this_python"):  # the interpreter running this, as the preflight found it
                 argv[0] = sys.executable
-            answer["entries"] = [spawn(argv, f"{request['log_prefix']}-{i}.log", env=request.get("env"))
+            prefix = os.path.expanduser(request["log_prefix"])
+            answer["entries"] = [spawn(argv, f"{prefix}-{i}.log", env=request.get("env"))
                                  for i in range(int(request["count"]))]
     elif op == "alive":
         answer = {"alive": alive(request["entries"]), "members": members(request["entries"])}

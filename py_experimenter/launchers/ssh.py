@@ -77,7 +77,8 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
                        help="the Python with py_experimenter on the hosts, e.g. /home/me/venv/bin/python or "
                             "'~/venv/bin/python' (~ is the remote home; default: python3)")
     group.add_argument("--remote-dir", metavar="DIR",
-                       help="folder the executors start in on each host (default: the current folder)")
+                       help="folder the executors start in on each host; ~ is the host's home "
+                            "(default: the current folder)")
     group.add_argument("--remote-log-dir", metavar="DIR",
                        help="log folder on the hosts (default: py_experimenter_logs/<table> in --remote-dir)")
     group.add_argument("--remote-env", metavar="KEY=VALUE", action="append", default=[],
