@@ -231,10 +231,19 @@ def test_launch_on_slurm_from_the_command_line_waits_until_drained(slurm_cluster
     experimenter, config, credentials = _experiment(work, "sqlite", 6)
     try:
         done = _cli(work, "launch", str(config), "--on", "slurm", "-n", "2", "--credentials", str(credentials),
-                    "--function", "functions.py:quick", "--time", "5", "--cpus", "1", "--wait")
+                    "--function", "functions.py:quick", "--time", "5", "--cpus", "1", "--mem", "256M",
+                    "--sbatch", "comment=pyexp-test", "--setup", "echo setup-line-ran", "--wait",
+                    "--", "--max-experiments", "5")
         assert done.returncode == 0, done.stdout + done.stderr
         assert "submitted job array" in done.stdout and "drained in" in done.stdout, done.stdout
         assert list(experimenter.get_table()["status"]) == ["done"] * 6
+        assert set(experimenter.get_attempts_table()["job_id"].str.split("_").str[1]) == {"0", "1"}  # 5 at most each
+        folder = next(work.glob("py_experimenter_logs/*/slurm-*/submitit"))
+        script = next(folder.glob("*_submission.sh")).read_text().splitlines()
+        for line in ("#SBATCH --array=0-1%2", "#SBATCH --time=5", "#SBATCH --mem=256M", "#SBATCH --comment=pyexp-test",
+                     "#SBATCH --cpus-per-task=1", "#SBATCH --signal=USR2@90", "echo setup-line-ran"):
+            assert line in script, script
+        assert any("setup-line-ran" in log.read_text() for log in folder.glob("*_log.out"))
         stop = _cli(work, "launch", str(config), "--on", "slurm", "--stop", "--credentials", str(credentials))
         assert stop.returncode == 0 and "slurm: nothing to stop" in stop.stdout, stop.stdout + stop.stderr
     finally:
