@@ -65,7 +65,8 @@ def _experiment_file(params: Mapping[str, Any]) -> str:
 
 
 def fill_sweep(params: Mapping[str, Any], config: Any, jobs: Sequence[Sequence[str]],
-               compose: Callable[[Sequence[str]], tuple[Any, Any]], task_function: str) -> tuple[str, SweepReport]:
+               compose: Callable[[Sequence[str]], tuple[Any, Any]], task_function: str,
+               initial_job_idx: int = 0) -> tuple[str, SweepReport]:
     """Add the sweep's rows and side-table entries, print what happened and how to run them.
 
     :param params: the launcher's config (``experiment_config``, ``credentials``, ``table``, ...).
@@ -82,12 +83,14 @@ def fill_sweep(params: Mapping[str, Any], config: Any, jobs: Sequence[Sequence[s
     experimenter = PyExperimenter(path, os.path.abspath(credentials) if credentials else None,
                                   table_name=params.get("table"), database_name=params.get("database"),
                                   use_codecarbon=False)
+    sweep_dir = os.path.abspath(str(config.hydra.sweep.dir))  # with the job's number: where Hydra would run it
     try:
         experimenter.create_table()
         report = record_sweep(
             experimenter.db, jobs, compose, config_source=_config_source(config),
             config_name=config.hydra.job.config_name, version_base=hydra_version_base(),
-            task_function=task_function,
+            task_function=task_function, base=(config, config.hydra.runtime.choices),
+            run_dirs=[os.path.join(sweep_dir, str(initial_job_idx + i)) for i in range(len(jobs))],
         )
     finally:
         experimenter.db.dispose()

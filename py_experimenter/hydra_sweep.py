@@ -206,23 +206,71 @@ def check_swept(jobs: Sequence[Sequence[str]], keyfields: Sequence[str], table: 
         )
 
 
+def fast_rows(jobs: Sequence[Sequence[str]], keyfields: Sequence[str], base_cfg: Any,
+              base_choices: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """The keyfield values of every job read from its overrides (Hydra's override parser) and,
+    for keyfields a job does not override, from the sweep's base config, without composing each
+    job (Hydra takes ~0.2 s per composition). None when a value could depend on the composition
+    (an interpolation, a config group chosen by the job, a deleted key): compose each job then."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    parser = OverridesParser.create()
+    groups = {str(g).replace("/", ".") for g in base_choices}
+    base: dict[str, Any] = {}
+    rows = []
+    for overrides in jobs:
+        row: dict[str, Any] = {}
+        chooses_group = False
+        for override in parser.parse_overrides(list(overrides)):
+            key = override.key_or_group
+            if override.is_delete() or override.package is not None:
+                return None
+            chooses_group = chooses_group or key in groups
+            name = keyfield_for(key, keyfields)
+            if name is None or (name in row and key.replace(".", "_") != name):
+                continue
+            value = override.value()
+            if isinstance(value, str) and "${" in value:
+                return None
+            row[name] = value
+        for name in keyfields:
+            if name in row:
+                continue
+            if chooses_group:
+                return None
+            if name not in base:
+                path = _path_for(name, _config_paths(base_cfg, base_choices), keyfields, "")
+                parent, _, leaf = (path or "").rpartition(".")
+                node = OmegaConf.select(base_cfg, parent) if parent else base_cfg
+                if path is None or (path not in groups and OmegaConf.is_interpolation(node, leaf)):
+                    return None
+                base[name] = _value_at(base_cfg, base_choices, path)[1]
+            row[name] = base[name]
+        rows.append(row)
+    return rows
+
+
 def record_sweep(db: Database, jobs: Sequence[Sequence[str]], compose: Callable[[Sequence[str]], tuple[Any, Any]],
                  *, config_source: str, config_name: str | None, version_base: str | None, task_function: str,
-                 run_dirs: Sequence[str | None] | None = None) -> SweepReport:
+                 base: tuple[Any, Any] | None = None, run_dirs: Sequence[str | None] | None = None) -> SweepReport:
     """Add one row per job of a sweep (none twice) and its side-table entry.
 
     :param jobs: each job's overrides, as Hydra's sweeper gives them to the launcher.
     :param compose: a job's overrides → (its composed config, ``hydra.runtime.choices``).
+    :param base: the sweep's config and its choices, for :func:`fast_rows`.
     :raises HydraSweepError: a swept key maps to no keyfield, or a keyfield has no value.
     :raises FillError / InvalidValueError: a value its keyfield column cannot hold (nothing added).
     """
     spec = db.schema.spec
     names = [k.name for k in spec.keyfields]
     check_swept(jobs, names, spec.name)
-    rows = []
-    for overrides in jobs:
-        cfg, choices = compose(overrides)
-        rows.append(job_keyfields(overrides, cfg, choices or {}, names, spec.name))
+    rows = None if base is None else fast_rows(jobs, names, base[0], base[1] or {})
+    if rows is None:
+        rows = []
+        for overrides in jobs:
+            cfg, choices = compose(overrides)
+            rows.append(job_keyfields(overrides, cfg, choices or {}, names, spec.name))
     side = hydra_table(db)
     added = fill_rows(db, rows)
     canonicalizer = RowCanonicalizer(spec.keyfields, db.backend)

@@ -22,7 +22,6 @@ imported only when a sweep is launched.
 # No ``from __future__ import annotations``: Hydra's plugin scan executes this module before it
 # is in sys.modules, where dataclasses would look string annotations up.
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -117,20 +116,14 @@ class PyExperimenterLauncher(Launcher):
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         config, hydra_context = self.config, self.hydra_context
         jobs = [list(overrides) for overrides in job_overrides]
-        run_dirs: list[str | None] = []
 
         def compose(overrides: Sequence[str]) -> tuple[Any, Any]:
             sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
-            with open_dict(sweep_config):
-                sweep_config.hydra.job.num = initial_job_idx + len(run_dirs)
-                sweep_config.hydra.job.id = sweep_config.hydra.job.num
-            run_dirs.append(os.path.join(str(sweep_config.hydra.sweep.dir), str(sweep_config.hydra.sweep.subdir)))
             return sweep_config, sweep_config.hydra.runtime.choices
 
         experimenter_path, report = fill_sweep(self.params, config, jobs, compose,
-                                               task_function_spec(self.task_function))
+                                               task_function_spec(self.task_function), initial_job_idx)
         log.debug("%d jobs: %d rows added, %d already there", len(jobs), report.added, report.existing)
         start_executors(self.params, experimenter_path, TASK_FUNCTION)
-        return [JobReturn(overrides=overrides, working_dir=run_dir, task_name=str(config.hydra.job.name),
-                          status=JobStatus.COMPLETED, _return_value=None)
-                for overrides, run_dir in zip(jobs, run_dirs, strict=False)]
+        return [JobReturn(overrides=overrides, task_name=str(config.hydra.job.name), status=JobStatus.COMPLETED,
+                          _return_value=None) for overrides in jobs]

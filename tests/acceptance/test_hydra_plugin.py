@@ -123,8 +123,11 @@ def test_a_number_goes_to_the_single_resultfield_and_unknown_keys_are_an_error_r
     spec["PY_EXPERIMENTER"]["Database"]["table"]["name"] += "_n"
     spec["PY_EXPERIMENTER"]["Database"]["table"]["resultfields"] = {"score": "INT"}
     (app / "number.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    # seed, not swept, is an interpolation: the keyfield values come from composing each job then.
+    config = (app / "conf" / "config.yaml").read_text().replace("seed: 1", "seed: ${base_seed}\nbase_seed: 3")
+    (app / "conf" / "config.yaml").write_text(config)
     try:
-        done = _sweep("dataset=a,broken", "seed=3", "returns=[]", config="number.yml")
+        done = _sweep("dataset=a,broken", "returns=[]", config="number.yml")
         assert done.returncode == 0, done.stderr[-3000:]
         assert _run("number.yml").returncode == 0
         table = _experimenter("number.yml").get_table().set_index("dataset")
