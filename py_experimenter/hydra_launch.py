@@ -97,6 +97,10 @@ def fill_sweep(params: Mapping[str, Any], config: Any, jobs: Sequence[Sequence[s
     table = experimenter.config.table.name
     print(f"py_experimenter: {len(jobs)} jobs of the sweep -> table {table}: {report.added} rows added, "
           f"{report.existing} already there")
+    configured = {k.name: list(k.values or ()) for k in experimenter.config.table.keyfields}
+    for name, values in report.unconfigured.items():
+        print(f"py_experimenter: warning: keyfield {name!r}: swept values {values} are not among its configured "
+              f"values {configured[name]} in the experiment file; added anyway")
     if report.changed:
         print(f"py_experimenter: warning: {report.changed} of the rows already there were swept before with other "
               "overrides of parameters that are not keyfields; they keep their first config (make those parameters "

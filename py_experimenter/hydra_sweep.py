@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,6 +29,7 @@ from py_experimenter.db.database import Database
 from py_experimenter.exceptions import ConfigError
 from py_experimenter.fill import fill_rows
 from py_experimenter.grid import RowCanonicalizer
+from py_experimenter.single_run import unconfigured_values
 
 __all__ = ["HYDRA_SUFFIX", "HydraJob", "HydraSweepError", "SweepReport", "hydra_table", "job_keyfields",
            "keyfield_for", "lookup_job", "record_sweep", "swept_keys"]
@@ -63,6 +64,8 @@ class SweepReport:
     experiment_ids: tuple[int, ...]
     #: rows already there whose earlier sweep had other overrides (the first ones are kept).
     changed: int = 0
+    #: per keyfield, the swept values that are not among the experiment file's ``values``.
+    unconfigured: Mapping[str, list[Any]] = field(default_factory=dict)
 
 
 def hydra_table(db: Database) -> sa.Table:
@@ -297,7 +300,8 @@ def record_sweep(db: Database, jobs: Sequence[Sequence[str]], compose: Callable[
         }
     _insert_missing(db, side, list(entries.values()))
     return SweepReport(added=added, existing=len(set(hashes)) - added,
-                       experiment_ids=tuple(int(ids[key]) for key in hashes), changed=len(changed))
+                       experiment_ids=tuple(int(ids[key]) for key in hashes), changed=len(changed),
+                       unconfigured=unconfigured_values(spec.keyfields, rows, db.backend))
 
 
 def _insert_missing(db: Database, side: sa.Table, entries: list[dict[str, Any]]) -> None:

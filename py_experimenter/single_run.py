@@ -10,7 +10,7 @@ again must resume, not fail: an experiment that is already ``done``, ``error``, 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from py_experimenter.db.database import Database
     from py_experimenter.executor import Executor, ExperimentFunction
 
-__all__ = ["add_and_run", "run_one", "warn_unconfigured_values"]
+__all__ = ["add_and_run", "run_one", "unconfigured_values", "warn_unconfigured_values"]
 
 #: Why each status other than ``created`` is not run again, and how to run it anyway.
 _SKIP_HINTS = {
@@ -98,22 +98,40 @@ def warn_unconfigured_values(keyfields: tuple[KeyfieldSpec, ...] | list[Keyfield
                              logger: logging.Logger, backend: str = "sqlite") -> list[str]:
     """Log a warning for each keyfield whose value is not among the experiment file's
     ``values`` for it (the row is still added, as in 1.4.2); returns the keyfields named."""
-    named = []
+    outside = unconfigured_values(keyfields, [values], backend)
+    by_name = {k.name: k for k in keyfields}
+    for name, found in outside.items():
+        logger.warning("keyfield %r = %s is not among its configured values %s in the experiment file; "
+                       "adding the experiment anyway", name, shorten(found[0]),
+                       shorten(list(by_name[name].values or ()), 200))
+    return list(outside)
+
+
+def unconfigured_values(keyfields: tuple[KeyfieldSpec, ...] | list[KeyfieldSpec], rows: Sequence[Mapping[str, Any]],
+                        backend: str = "sqlite") -> dict[str, list[Any]]:
+    """Per keyfield with configured ``values``: the values of ``rows`` that are not among them
+    (each once, in order)."""
+    outside: dict[str, list[Any]] = {}
     for keyfield in keyfields:
-        if keyfield.values is None or keyfield.name not in values:
+        if keyfield.values is None:
             continue
         check = checker_for(keyfield.sql_type, backend)
         try:
-            canonical = check.canonical(check(values[keyfield.name]))
             configured = {check.canonical(check(v)) for v in keyfield.values}
         except (Refused, TypeError, ValueError):
-            continue  # the fill names a value its column cannot hold
-        if canonical not in configured:
-            named.append(keyfield.name)
-            logger.warning("keyfield %r = %s is not among its configured values %s in the experiment file; "
-                           "adding the experiment anyway", keyfield.name, shorten(values[keyfield.name]),
-                           shorten(list(keyfield.values), 200))
-    return named
+            continue
+        seen = set()
+        for row in rows:
+            if keyfield.name not in row:
+                continue
+            try:
+                canonical = check.canonical(check(row[keyfield.name]))
+            except (Refused, TypeError, ValueError):
+                continue  # the fill names a value its column cannot hold
+            if canonical not in configured and canonical not in seen:
+                seen.add(canonical)
+                outside.setdefault(keyfield.name, []).append(row[keyfield.name])
+    return outside
 
 
 def status_of(db: Database, experiment_id: int) -> str | None:

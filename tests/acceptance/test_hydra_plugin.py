@@ -39,7 +39,8 @@ APP = textwrap.dedent('''
     if __name__ == "__main__":
         main()
 ''')
-KEYFIELDS = {"dataset": {"type": "VARCHAR(20)"}, "seed": {"type": "INT"}, "model": {"type": "VARCHAR(20)"}}
+KEYFIELDS = {"dataset": {"type": "VARCHAR(20)"}, "seed": {"type": "INT", "values": [1]},
+             "model": {"type": "VARCHAR(20)"}}
 
 
 def _env() -> dict[str, str]:
@@ -97,6 +98,7 @@ def test_a_sweep_fills_rows_without_running_them_and_executors_store_the_return_
     took = time.monotonic() - started
     assert first.returncode == 0, first.stderr[-3000:]
     assert "8 rows added, 0 already there" in first.stdout, first.stdout
+    assert "keyfield 'seed': swept values [2] are not among its configured values [1]" in first.stdout
     assert TASK in first.stdout  # how to run them
     assert took < 30, f"the sweep took {took:.1f} s to return"
     table = _experimenter().get_table()
