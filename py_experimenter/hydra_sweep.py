@@ -106,19 +106,18 @@ def keyfield_for(key: str, keyfields: Sequence[str]) -> str | None:
 
 
 def swept_keys(jobs: Sequence[Sequence[str]]) -> list[str]:
-    """The override keys whose value differs between ``jobs`` (Hydra's own ``hydra.*`` aside)."""
-    values: dict[str, set[str]] = {}
+    """The override keys whose value differs between ``jobs`` (Hydra's own ``hydra.*`` aside;
+    a key that some jobs do not override at all counts as differing)."""
+    per_job = []
     for overrides in jobs:
-        seen = set()
+        values = {}
         for override in overrides:
             key = _override_key(override)
-            if key.startswith("hydra.") or key == "hydra":
-                continue
-            seen.add(key)
-            values.setdefault(key, set()).add(override.split("=", 1)[-1])
-        for key in values.keys() - seen:
-            values[key].add("\0absent")
-    return [key for key, found in values.items() if len(found) > 1]
+            if key != "hydra" and not key.startswith("hydra."):
+                values[key] = override.split("=", 1)[-1]
+        per_job.append(values)
+    keys = dict.fromkeys(key for values in per_job for key in values)
+    return [key for key in keys if len({values.get(key, "\0absent") for values in per_job}) > 1]
 
 
 def _value_at(cfg: Any, choices: Mapping[str, Any], path: str) -> tuple[bool, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 
 from py_experimenter.function_loader import load_function
 from py_experimenter.hydra_sweep import HydraJob, HydraSweepError, lookup_job
+from py_experimenter.launchers.command import require_extra
 from py_experimenter.result_processor import ResultProcessor
 from py_experimenter.status import ExperimentStatus
 
@@ -32,6 +33,7 @@ __all__ = ["compose_job", "run_hydra_task", "store_return", "task_callable"]
 def run_hydra_task(keyfields: dict[str, Any], result_processor: ResultProcessor,
                    custom_config: dict[str, Any]) -> ExperimentStatus | None:
     """Run the Hydra task of this row with its rebuilt config and store what it returns."""
+    require_extra("hydra", "hydra", "running the rows of a Hydra sweep (py_experimenter.hydra_task)")
     db = result_processor._queue.db
     job = lookup_job(db, result_processor.experiment_id)
     if job is None:
