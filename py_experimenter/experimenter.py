@@ -139,7 +139,11 @@ class PyExperimenter:
             self.create_table()
 
     def delete_table(self) -> None:
-        """Drop the table with its logtables, attempt history and codecarbon table."""
+        """Drop the table with its logtables, attempt history, codecarbon table and the
+        ``<table>__hydra`` table of Hydra sweeps."""
+        from py_experimenter.hydra_sweep import drop_hydra_table
+
+        drop_hydra_table(self.db)
         self.db.drop_tables()
         self._tables_ready = False
 

@@ -31,8 +31,8 @@ from py_experimenter.fill import fill_rows
 from py_experimenter.grid import RowCanonicalizer
 from py_experimenter.single_run import unconfigured_values
 
-__all__ = ["HYDRA_SUFFIX", "HydraJob", "HydraSweepError", "SweepReport", "hydra_table", "job_keyfields",
-           "keyfield_for", "lookup_job", "record_sweep", "swept_keys"]
+__all__ = ["HYDRA_SUFFIX", "HydraJob", "HydraSweepError", "SweepReport", "drop_hydra_table", "hydra_table",
+           "job_keyfields", "keyfield_for", "lookup_job", "record_sweep", "swept_keys"]
 
 HYDRA_SUFFIX = "hydra"
 
@@ -78,6 +78,9 @@ def hydra_table(db: Database) -> sa.Table:
     table = sa.Table(
         name, metadata,
         sa.Column("experiment_id", sa.Integer, primary_key=True, autoincrement=False),
+        #: the row's keyhash when the entry was written: an entry left by a dropped table whose
+        #: ID a new row reuses does not match it and is replaced.
+        sa.Column("keyhash", sa.String(32), nullable=False),
         sa.Column("overrides", sa.Text, nullable=False),
         sa.Column("config_source", sa.Text, nullable=False),
         sa.Column("config_name", sa.String(255)),
@@ -88,6 +91,16 @@ def hydra_table(db: Database) -> sa.Table:
     with db.begin() as conn:
         table.create(conn, checkfirst=True)
     return table
+
+
+def drop_hydra_table(db: Database) -> None:
+    """Drop ``<table>__hydra`` if it exists (with the experiment table)."""
+    name = f"{db.schema.main.name}__{HYDRA_SUFFIX}"
+    table = db.schema.metadata.tables.get(name)
+    if table is not None:
+        db.schema.metadata.remove(table)  # hydra_table() creates it again
+    with db.begin() as conn:
+        sa.Table(name, sa.MetaData()).drop(conn, checkfirst=True)
 
 
 def _override_key(override: str) -> str:
@@ -280,8 +293,12 @@ def record_sweep(db: Database, jobs: Sequence[Sequence[str]], compose: Callable[
     main = db.schema.main
     with db.begin() as conn:
         ids = dict(conn.execute(sa.select(main.c.keyhash, main.c.ID).where(main.c.keyhash.in_(set(hashes)))).all())
-        have = dict(conn.execute(sa.select(side.c.experiment_id, side.c.overrides)
-                                 .where(side.c.experiment_id.in_(set(ids.values())))).all())
+        found = conn.execute(sa.select(side.c.experiment_id, side.c.overrides, side.c.keyhash)
+                             .where(side.c.experiment_id.in_(set(ids.values())))).all()
+        stale = [r.experiment_id for r in found if ids.get(r.keyhash) != r.experiment_id]
+        if stale:
+            conn.execute(sa.delete(side).where(side.c.experiment_id.in_(stale)))
+    have = {r.experiment_id: r.overrides for r in found if r.experiment_id not in stale}
     entries = {}
     changed = set()
     for index, (overrides, key) in enumerate(zip(jobs, hashes, strict=True)):
@@ -293,7 +310,8 @@ def record_sweep(db: Database, jobs: Sequence[Sequence[str]], compose: Callable[
         if experiment_id in entries:
             continue
         entries[experiment_id] = {
-            "experiment_id": experiment_id, "overrides": json.dumps(list(overrides)), "config_source": config_source,
+            "experiment_id": experiment_id, "keyhash": key, "overrides": json.dumps(list(overrides)),
+            "config_source": config_source,
             "config_name": config_name, "version_base": version_base, "task_function": task_function,
             "run_dir": run_dirs[index] if run_dirs else None,
         }
@@ -320,10 +338,12 @@ def _insert_missing(db: Database, side: sa.Table, entries: list[dict[str, Any]])
 
 
 def lookup_job(db: Database, experiment_id: int) -> HydraJob | None:
-    """The side-table entry of experiment ``experiment_id``; None when a sweep did not add it."""
-    side = hydra_table(db)
+    """The side-table entry of experiment ``experiment_id``; None when a sweep did not add it
+    (or the entry belongs to an earlier row of that ID, of a table dropped since)."""
+    side, main = hydra_table(db), db.schema.main
     with db.begin() as conn:
-        row = conn.execute(sa.select(side).where(side.c.experiment_id == experiment_id)).first()
+        row = conn.execute(sa.select(side).join(main, main.c.ID == side.c.experiment_id)
+                           .where(side.c.experiment_id == experiment_id, main.c.keyhash == side.c.keyhash)).first()
     if row is None:
         return None
     return HydraJob(

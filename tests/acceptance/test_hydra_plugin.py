@@ -70,8 +70,7 @@ def app(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Monk
     (tmp_path / "credentials.yml").write_text(yaml.safe_dump(credentials))
     yield tmp_path
     experimenter = _experimenter()
-    hydra_table(experimenter.db)  # so that delete_table() drops the side table too
-    experimenter.delete_table()
+    experimenter.delete_table()  # with its <table>__hydra
     experimenter.db.dispose()
 
 
@@ -138,7 +137,6 @@ def test_a_number_goes_to_the_single_resultfield_and_unknown_keys_are_an_error_r
         assert "not_a_resultfield" in table.loc["broken", "error"] and "['score']" in table.loc["broken", "error"]
     finally:
         experimenter = _experimenter("number.yml")
-        hydra_table(experimenter.db)
         experimenter.delete_table()
         experimenter.db.dispose()
 
@@ -171,6 +169,8 @@ def test_executors_started_by_the_plugin_run_the_rows(app: Path) -> None:
     side = hydra_table(experimenter.db)
     with experimenter.db.begin() as conn:
         assert conn.scalar(sa.select(sa.func.count()).select_from(side)) == 4
+    experimenter.delete_table()  # drops the side table too: a new table reusing the IDs gets fresh entries
+    assert not sa.inspect(experimenter.db.engine).has_table(side.name)
     experimenter.db.dispose()
 
 
