@@ -40,13 +40,15 @@ def hydra_original_cwd() -> str | None:
 
 def resolve_against_original_cwd(path: str | os.PathLike[str], must_exist: bool = True) -> str | os.PathLike[str]:
     """``path`` unchanged, or joined to Hydra's original folder when it is relative, Hydra
-    changed directory, and (with ``must_exist``) the file is not in the current folder."""
+    changed directory, and (with ``must_exist``) the file is not in the current folder but is
+    in the original one (a file in neither stays as given, for the caller's fallbacks and errors)."""
     original = hydra_original_cwd()
     if original is None or not isinstance(path, str | os.PathLike) or os.path.isabs(path):
         return path
-    if must_exist and os.path.exists(path):
+    joined = os.path.join(original, os.fspath(path))
+    if must_exist and (os.path.exists(path) or not os.path.exists(joined)):
         return path
-    return os.path.join(original, os.fspath(path))
+    return joined
 
 
 def resolve_sqlite_url(url: URL) -> URL:
