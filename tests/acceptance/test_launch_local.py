@@ -87,7 +87,7 @@ def launch_and_time_first_claim(experimenter: PyExperimenter, args: list[str], c
 
 @pytest.mark.parametrize("provider", ["sqlite", "mysql"])
 def test_three_local_executors_drain_the_table_each_row_once(tmp_path: Path, provider: str):
-    experimenter, config, credentials = make_table(tmp_path, provider, rows=30, sleep=0.1)
+    experimenter, config, credentials = make_table(tmp_path, provider, rows=30, sleep=0.15)
     try:
         done, first = launch_and_time_first_claim(
             experimenter, [str(config), "--on", "local", "-n", "3", "--credentials", str(credentials),

@@ -61,7 +61,7 @@ def cli(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProc
 
 
 def test_two_hosts_drain_the_table_each_row_once(tmp_path: Path, two_hosts: None):
-    experimenter, config, credentials = make_table(tmp_path, "mysql", rows=40, sleep=0.1)
+    experimenter, config, credentials = make_table(tmp_path, "mysql", rows=40, sleep=0.25)
     try:
         done, first = launch_and_time_first_claim(
             experimenter, ssh_launch(config, credentials, "--hosts", HOSTS, "-n", "2", "--wait", "--remote-dir",
