@@ -135,7 +135,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     for name, module_name in BACKENDS.items():
         try:
             module = importlib.import_module(module_name)
-        except ImportError:  # a backend being written or broken must not break the CLI
+        except Exception:  # a backend being written or broken must not break the CLI
             continue
         module.add_arguments(parser.add_argument_group(f"{name} options (--on {name})"))
     return parser
