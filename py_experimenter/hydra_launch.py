@@ -20,8 +20,9 @@ _OPTION = "hydra.launcher"
 
 
 def task_function_spec(task_function: Callable[..., Any]) -> str:
-    """``MODULE:QUALNAME`` of the function under ``@hydra.main``; ``/abs/app.py:QUALNAME`` when
-    it lives in the script Hydra was started as (``__main__``)."""
+    """``MODULE:QUALNAME`` of the function under ``@hydra.main`` (also when started as
+    ``python -m MODULE``); ``/abs/app.py:QUALNAME`` when it lives in the script Hydra was
+    started as (``python app.py``)."""
     module = getattr(task_function, "__module__", None)
     qualname = getattr(task_function, "__qualname__", "")
     if not module or not qualname or "<" in qualname:
@@ -30,7 +31,12 @@ def task_function_spec(task_function: Callable[..., Any]) -> str:
             "top level of a module or script"
         )
     if module == "__main__":
-        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        main = sys.modules.get("__main__")
+        spec = getattr(main, "__spec__", None)
+        if spec is not None and spec.name and spec.name != "__main__":  # python -m package.module
+            return f"{spec.name.removesuffix('.__main__')}:{qualname}" if spec.name.endswith(".__main__") \
+                else f"{spec.name}:{qualname}"
+        main_file = getattr(main, "__file__", None)
         if not main_file:
             raise ConfigError("the Hydra task function lives in an interactive session; put it in a script or module")
         return f"{os.path.abspath(main_file)}:{qualname}"

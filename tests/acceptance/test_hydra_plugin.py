@@ -19,7 +19,7 @@ import sqlalchemy as sa
 import yaml
 
 from py_experimenter.experimenter import PyExperimenter
-from py_experimenter.hydra_sweep import hydra_table
+from py_experimenter.hydra_sweep import hydra_table, lookup_job
 from tests.conftest import SERVER_URLS, SlurmCluster, experiment_yaml, require_server
 
 pytest.importorskip("hydra", reason="hydra-core is in the test extra")
@@ -190,4 +190,42 @@ def test_executors_started_on_slurm_by_the_plugin_run_the_rows(app: Path, slurm_
     assert len(table) == 4 and set(table["status"]) == {"done"}, table[["status", "error"]]
     attempts = experimenter.get_attempts_table()
     assert attempts["job_id"].str.fullmatch(r"\d+_[01]").all(), attempts["job_id"]
+    experimenter.db.dispose()
+
+
+def test_a_task_in_a_package_started_with_python_m_is_imported_by_its_module_name(tmp_path: Path,
+                                                                                   monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    package = tmp_path / "mypkg"
+    (package / "conf").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "conf" / "config.yaml").write_text("dataset: a\nseed: 1\n")
+    (package / "helpers.py").write_text("def score(cfg):\n    return 10 * cfg.seed + len(cfg.dataset)\n")
+    (package / "train.py").write_text(textwrap.dedent('''
+        import hydra
+        from .helpers import score  # a relative import: the module must be imported, not loaded as a file
+
+        @hydra.main(version_base=None, config_path="conf", config_name="config")
+        def main(cfg):
+            return score(cfg)
+
+        if __name__ == "__main__":
+            main()
+    '''))
+    spec = experiment_yaml("sqlite", "pkg_task", {"dataset": {"type": "VARCHAR(9)"}, "seed": {"type": "INT"}},
+                           {"score": "INT"})
+    spec["PY_EXPERIMENTER"]["Database"]["database"] = "experiments"
+    (tmp_path / "experiment.yml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "credentials.yml").write_text("{}")
+    sweep = subprocess.run([sys.executable, "-m", "mypkg.train", "-m", "hydra/launcher=py_experimenter",
+                            "hydra.launcher.experiment_config=experiment.yml", "dataset=a,bb", "seed=2"],
+                           env=_env(), capture_output=True, text=True, timeout=120)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    ran = _run()
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    experimenter = _experimenter()
+    table = experimenter.get_table().set_index("dataset")
+    assert list(table["status"]) == ["done", "done"] and list(table["score"]) == [21, 22]
+    assert lookup_job(experimenter.db, 1).task_function == "mypkg.train:main"
+    experimenter.delete_table()
     experimenter.db.dispose()
