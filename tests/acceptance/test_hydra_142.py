@@ -35,7 +35,7 @@ APP = textwrap.dedent('''
     @hydra.main(version_base="1.1", config_path="conf", config_name="config")
     def main(cfg):
         experimenter = PyExperimenter("config/experiment.yml", "config/credentials.yml", use_codecarbon=False)
-        experimenter.add_experiment_and_execute({"dataset": cfg.dataset, "seed": cfg.seed}, experiment)
+        experimenter.add_experiment_and_execute(cfg, experiment)  # the job's DictConfig: exactly the keyfields
 
     if __name__ == "__main__":
         main()
