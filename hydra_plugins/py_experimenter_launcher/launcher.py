@@ -102,13 +102,22 @@ class PyExperimenterLauncher(Launcher):
         self.task_function = task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from py_experimenter.exceptions import ConfigError
+        from py_experimenter.exceptions import (
+            ConfigError,
+            DatabaseConnectionError,
+            DatabaseUnavailableError,
+            PyExperimenterError,
+            TableError,
+        )
 
+        # One line, and the exit status the py-experimenter command gives: 2 for bad input or an
+        # unusable database, 1 when the database stayed away (a SystemExit passes Hydra's handler).
         try:
             return self._launch(job_overrides, initial_job_idx)
-        except ConfigError as err:  # one line and exit 2, as the py-experimenter command does
-            print(f"hydra/launcher=py_experimenter: error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
+        except PyExperimenterError as err:
+            usage = isinstance(err, ConfigError | DatabaseConnectionError | TableError)
+            print(f"hydra/launcher=py_experimenter: error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
+            raise SystemExit(2 if usage and not isinstance(err, DatabaseUnavailableError) else 1) from None
 
     def _launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from py_experimenter.hydra_launch import fill_sweep, start_executors, task_function_spec

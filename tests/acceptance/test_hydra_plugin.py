@@ -151,6 +151,9 @@ def test_a_swept_key_that_is_no_keyfield_is_one_clear_error(app: Path) -> None:
     experimenter = _experimenter()
     experimenter.create_table()
     assert len(experimenter.get_table()) == 0
+    missing = _sweep("dataset=a,bb", config="nope.yml")
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1] == (
+        f"hydra/launcher=py_experimenter: error: {app / 'nope.yml'}: experiment file not found; check the path")
 
 
 def test_executors_started_by_the_plugin_run_the_rows(app: Path) -> None:
