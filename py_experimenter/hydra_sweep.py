@@ -1,7 +1,8 @@
 """A Hydra ``--multirun`` sweep turned into table rows, without running them.
 
-This is the work of the launcher plugin ``hydra/launcher=py_experimenter``
-(``hydra_plugins/py_experimenter_launcher``): each job of the sweep becomes one experiment row,
+This is the work of the launcher plugin ``hydra/launcher=py_experimenter`` (written in
+``py_experimenter/hydra_plugin``, installed as ``hydra_plugins.py_experimenter_launcher``):
+each job of the sweep becomes one experiment row,
 and the side table ``<table>__hydra`` keeps what is needed to rebuild the job's exact composed
 config later (its overrides, the config source and name, Hydra's version base, the task
 function). Executors then run the rows with :func:`py_experimenter.hydra_task.run_hydra_task`.

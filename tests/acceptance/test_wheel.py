@@ -35,10 +35,15 @@ def test_wheel_holds_the_package_and_nothing_else(wheel: Path) -> None:
     top = {name.split("/")[0] for name in names}
     assert top - {"hydra_plugins"} == {"py_experimenter", next(t for t in top if t.endswith(".dist-info"))}, top
     assert not top & {"tests", "scripts", "docs", "config"}, top
-    sources = {path.relative_to(ROOT).as_posix() for path in (ROOT / "py_experimenter").rglob("*.py")}
-    assert sources <= set(names), sorted(sources - set(names))
-    plugin = {path.relative_to(ROOT).as_posix() for path in (ROOT / "hydra_plugins").rglob("*.py")}
+    plugin_dir = ROOT / "py_experimenter" / "hydra_plugin"
+    sources = {path.relative_to(ROOT).as_posix() for path in (ROOT / "py_experimenter").rglob("*.py")
+               if plugin_dir not in path.parents}
+    assert sources <= set(names), sorted(sources - set(names))  # every package folder is in pyproject's list
+    # the plugin is written in py_experimenter/hydra_plugin/ and installed under Hydra's namespace only
+    plugin = {"hydra_plugins/py_experimenter_launcher/" + path.relative_to(plugin_dir).as_posix()
+              for path in plugin_dir.rglob("*.py")}
     assert plugin and plugin <= set(names), sorted(plugin - set(names))
+    assert not any(name.startswith("py_experimenter/hydra_plugin/") for name in names)
     assert "hydra_plugins/__init__.py" not in names  # Hydra's namespace package stays one
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "py-experimenter = py_experimenter.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
