@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from py_experimenter.launchers import procs
 from py_experimenter.launchers.command import ExecutorCommand
-from py_experimenter.launchers.records import DEFAULT_LOG_DIR, new_launch, save_record
+from py_experimenter.launchers.records import DEFAULT_LOG_DIR, new_launch
 
 __all__ = ["add_arguments", "alive_by_target", "alive_record", "launch_from_args", "launch_local", "stop_record",
            "targets"]
@@ -78,15 +78,7 @@ def launch_local(config: str | os.PathLike[str], executors: int = 1, function: s
     command = ExecutorCommand.create(config, credentials, function, table=table, database=database,
                                      run_args=run_args, env=env)
     launch = new_launch(log_dir, name, "local")
-    try:
-        fields = start(command, executors, launch.run_dir, out or sys.stdout, python)
-    except BaseException:
-        launch.discard()
-        raise
-    record = {**launch.base_record(), **fields}
-    record["record_path"] = str(launch.record_path)
-    save_record(launch.record_path, record)
-    return record
+    return launch.run(lambda run_dir: start(command, executors, run_dir, out or sys.stdout, python))
 
 
 def _timeout(record: dict[str, Any]) -> float:

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["alive", "main", "members", "spawn", "start_time", "stop"]
@@ -58,20 +59,24 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def _live_processes() -> Iterator[tuple[int, int]]:
+    """(pid, process group) of every live (not zombie) process, from /proc."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[0] not in ("Z", "X"):
+            yield int(name), int(fields[2])
+
+
 def _group_exists(pgid: int) -> bool:
     """Whether a live (not zombie) process is in process group ``pgid``."""
     if os.path.isdir("/proc/self"):
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{name}/stat") as stat:
-                    fields = stat.read().rpartition(")")[2].split()
-            except OSError:
-                continue
-            if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-                return True
-        return False
+        return any(group == pgid for _, group in _live_processes())
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -121,18 +126,7 @@ def members(entries: list[dict[str, Any]]) -> list[int]:
     groups = {int(entry["pid"]) for entry in entries if _ours(entry)}
     if not os.path.isdir("/proc/self"):
         return sorted(groups)
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as stat:
-                fields = stat.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if len(fields) > 2 and fields[0] not in ("Z", "X") and int(fields[2]) in groups:
-            found.append(int(name))
-    return sorted(found)
+    return sorted(pid for pid, group in _live_processes() if group in groups)
 
 
 def stop(entries: list[dict[str, Any]], timeout: float = 60.0) -> int:

@@ -16,7 +16,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,6 +47,20 @@ class Launch:
         """Remove the log folder of a launch that started nothing (if it is still empty)."""
         with contextlib.suppress(OSError):
             self.run_dir.rmdir()
+
+    def run(self, start: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+        """``start(run_dir)`` (the backend's fields of what it started), then the saved record.
+
+        A ``start`` that raises has started nothing: the empty log folder goes and no record is written.
+        """
+        try:
+            fields = start(self.run_dir)
+        except BaseException:
+            self.discard()
+            raise
+        record = {**self.base_record(), **fields, "record_path": str(self.record_path)}
+        save_record(self.record_path, record)
+        return record
 
 
 def table_dir(log_dir: str | os.PathLike[str], table: str) -> Path:

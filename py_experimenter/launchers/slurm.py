@@ -36,7 +36,7 @@ from typing import Any, TextIO
 
 from py_experimenter.exceptions import LaunchError
 from py_experimenter.launchers.command import ExecutorCommand, require_extra
-from py_experimenter.launchers.records import DEFAULT_LOG_DIR, new_launch, save_record
+from py_experimenter.launchers.records import DEFAULT_LOG_DIR, new_launch
 from py_experimenter.launchers.slurm_checks import (
     check_slurm,
     first_line,
@@ -273,10 +273,7 @@ def launch_slurm(config: str | os.PathLike[str], executors: int = 1, function: s
                             mem=mem, gpus=gpus, array_parallelism=array_parallelism, account=account, qos=qos,
                             sbatch=sbatch, setup=setup, signal_seconds=signal_seconds, job_name=job_name)
     launch = new_launch(log_dir, _table_name(command), "slurm")
-    record = {**launch.base_record(), **submit(command, executors, options, launch.run_dir, out, python)}
-    record["record_path"] = str(launch.record_path)
-    save_record(launch.record_path, record)
-    return record
+    return launch.run(lambda run_dir: submit(command, executors, options, run_dir, out, python))
 
 
 def add_arguments(group: argparse._ArgumentGroup) -> None:

@@ -36,7 +36,7 @@ from typing import Any, TextIO, TypeVar
 from py_experimenter.exceptions import LaunchError
 from py_experimenter.launchers import procs
 from py_experimenter.launchers.command import ExecutorCommand
-from py_experimenter.launchers.records import DEFAULT_LOG_DIR, new_launch, save_record
+from py_experimenter.launchers.records import DEFAULT_LOG_DIR, new_launch
 from py_experimenter.launchers.ssh_hosts import Host, parse_hosts, read_hosts_file
 
 __all__ = ["SshSettings", "add_arguments", "alive_by_target", "alive_record", "launch_from_args", "launch_ssh",
@@ -201,15 +201,7 @@ def launch_ssh(config: str | os.PathLike[str], hosts: str | Sequence[str | Host]
                            python=remote_python, remote_dir=remote_dir or os.getcwd(),
                            remote_log_dir=remote_log_dir, env=dict(env or {}))
     launch = new_launch(log_dir, name, "ssh")
-    try:
-        fields = start(command, targets, executors, settings, launch.run_dir, out or sys.stdout)
-    except BaseException:
-        launch.discard()
-        raise
-    record = {**launch.base_record(), **fields}
-    record["record_path"] = str(launch.record_path)
-    save_record(launch.record_path, record)
-    return record
+    return launch.run(lambda run_dir: start(command, targets, executors, settings, run_dir, out or sys.stdout))
 
 
 def _each(items: Sequence[_I], call: Callable[[_I], _T]) -> list[_T]:

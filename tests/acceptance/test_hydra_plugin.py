@@ -156,18 +156,23 @@ def test_a_swept_key_that_is_no_keyfield_is_one_clear_error(app: Path) -> None:
         f"hydra/launcher=py_experimenter: error: {app / 'nope.yml'}: experiment file not found; check the path")
 
 
-def test_executors_started_by_the_plugin_run_the_rows(app: Path) -> None:
-    done = _sweep("dataset=a,bb", "seed=1,2", "hydra.launcher.executors=2", "hydra.launcher.backend=local",
-                  "hydra.launcher.log_dir=logs")
-    assert done.returncode == 0, done.stderr[-3000:]
-    experimenter = _experimenter()
-    deadline = time.monotonic() + 60
+def _wait_until_all_done(experimenter: PyExperimenter, rows: int, seconds: float) -> None:
+    """Poll the table until every row is done (fails after ``seconds``)."""
+    deadline = time.monotonic() + seconds
     while True:
         table = experimenter.get_table()
         if set(table["status"]) == {"done"} or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert len(table) == 4 and set(table["status"]) == {"done"}, table[["status", "error"]]
+    assert len(table) == rows and set(table["status"]) == {"done"}, table[["status", "error"]]
+
+
+def test_executors_started_by_the_plugin_run_the_rows(app: Path) -> None:
+    done = _sweep("dataset=a,bb", "seed=1,2", "hydra.launcher.executors=2", "hydra.launcher.backend=local",
+                  "hydra.launcher.log_dir=logs")
+    assert done.returncode == 0, done.stderr[-3000:]
+    experimenter = _experimenter()
+    _wait_until_all_done(experimenter, rows=4, seconds=60)
     assert len(set(experimenter.get_attempts_table()["experiment_id"])) == 4
     side = hydra_table(experimenter.db)
     with experimenter.db.begin() as conn:
@@ -184,13 +189,7 @@ def test_executors_started_on_slurm_by_the_plugin_run_the_rows(app: Path, slurm_
     assert done.returncode == 0, done.stderr[-3000:]
     assert "submitted job array" in done.stdout, done.stdout
     experimenter = _experimenter()
-    deadline = time.monotonic() + 90
-    while True:
-        table = experimenter.get_table()
-        if set(table["status"]) == {"done"} or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert len(table) == 4 and set(table["status"]) == {"done"}, table[["status", "error"]]
+    _wait_until_all_done(experimenter, rows=4, seconds=90)
     attempts = experimenter.get_attempts_table()
     assert attempts["job_id"].str.fullmatch(r"\d+_[01]").all(), attempts["job_id"]
     experimenter.db.dispose()

@@ -19,8 +19,8 @@ import pytest
 from py_experimenter.exceptions import LaunchError
 from py_experimenter.launchers.ssh import launch_ssh
 from tests.acceptance.test_launch_local import launch_and_time_first_claim, make_table, processes_with
+from tests.ssh_support import SSH_PORT, sshd_answers
 
-SSH_PORT = 2222
 KEY = Path("/root/.ssh/py_experimenter_test")
 HOSTS = f"root@127.0.0.1:{SSH_PORT},root@127.0.0.2:{SSH_PORT}"
 SSH_OPTIONS = [f"--ssh-option=-i {KEY}", "--ssh-option=-oStrictHostKeyChecking=no",
@@ -28,22 +28,10 @@ SSH_OPTIONS = [f"--ssh-option=-i {KEY}", "--ssh-option=-oStrictHostKeyChecking=n
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def _answers(address: str) -> bool:
-    for _ in range(10):  # sshd may drop a probe while other logins are pending (MaxStartups)
-        try:
-            with socket.create_connection((address, SSH_PORT), timeout=2) as sock:
-                if sock.recv(4) == b"SSH-":
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.5)
-    return False
-
-
 @pytest.fixture
 def two_hosts() -> None:
     """The test sshd answering on both addresses (scripts/sshd); skip locally, fail in CI."""
-    if not (KEY.exists() and _answers("127.0.0.1") and _answers("127.0.0.2")):
+    if not (KEY.exists() and sshd_answers("127.0.0.1") and sshd_answers("127.0.0.2")):
         message = f"no test sshd on 127.0.0.1 and 127.0.0.2 port {SSH_PORT} with key {KEY}; run scripts/sshd"
         if CI:
             pytest.fail(message)

@@ -25,8 +25,8 @@ from sqlalchemy.engine import make_url
 from py_experimenter.exceptions import CredentialsError
 from py_experimenter.experimenter import PyExperimenter
 from tests.conftest import SERVER_URLS, experiment_yaml, require_server
+from tests.ssh_support import SSH_PORT, sshd_answers
 
-SSH_PORT = 2222
 KEY = Path("/root/.ssh/py_experimenter_test")
 KEY_WITH_PASSPHRASE = Path("/root/.ssh/py_experimenter_test_pass")
 PASSPHRASE = "py-experimenter-test-passphrase"  # scripts/sshd's test key
@@ -43,22 +43,10 @@ FUNCTION = textwrap.dedent('''
 ''')
 
 
-def _sshd_answers() -> bool:
-    for _ in range(10):  # sshd may drop a probe while other logins are pending (MaxStartups)
-        try:
-            with socket.create_connection(("127.0.0.1", SSH_PORT), timeout=2) as sock:
-                if sock.recv(4) == b"SSH-":
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.5)
-    return False
-
-
 @pytest.fixture
 def sshd() -> None:
     require_server("mysql")
-    if not (_sshd_answers() and KEY.exists() and KEY_WITH_PASSPHRASE.exists()):
+    if not (sshd_answers() and KEY.exists() and KEY_WITH_PASSPHRASE.exists()):
         message = f"no test sshd on 127.0.0.1:{SSH_PORT} with keys {KEY}{{,_pass}}; run scripts/sshd"
         if CI:
             pytest.fail(message)

@@ -126,11 +126,21 @@ def test_an_executor_whose_deadline_is_near_claims_nothing(slurm_cluster: SlurmC
         _wait_gone(record)
         assert set(experimenter.get_table()["status"]) == {"created"}
         assert experimenter.get_attempts_table().empty
-        log = Path(record["folder"], f"{record['job_ids'][0]}_0_log.err").read_text()
+        log_file = Path(record["folder"], f"{record['job_ids'][0]}_0_log.err")
+        deadline = time.monotonic() + 10  # the task's output may reach the file after squeue forgot the job
+        while "deadline" not in (log := log_file.read_text() if log_file.exists() else "") \
+                and time.monotonic() < deadline:
+            time.sleep(0.3)
         assert "deadline" in log and "Traceback" not in log, log
-        result = subprocess.run(["sacct", "-n", "-X", "-j", record["job_ids"][0], "-o", "State,ExitCode", "-P"],
-                                capture_output=True, text=True, check=True).stdout
-        assert result.strip().splitlines()[0] in ("COMPLETED|0:0",), result
+        deadline = time.monotonic() + 20  # accounting can lag behind squeue by a few seconds
+        while True:
+            result = subprocess.run(["sacct", "-n", "-X", "-j", record["job_ids"][0], "-o", "State,ExitCode", "-P"],
+                                    capture_output=True, text=True, check=True).stdout
+            state = (result.strip().splitlines() or [""])[0]
+            if state.split("|")[0] not in ("", "PENDING", "RUNNING", "COMPLETING") or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert state == "COMPLETED|0:0", result
     finally:
         experimenter.delete_table()
         experimenter.db.dispose()
