@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 from tabulate import tabulate
 
-from py_experimenter import __version__, cli_launch
+from py_experimenter import __version__, cli_init, cli_launch
 from py_experimenter.arguments import parse_count
 from py_experimenter.config_execution import ISOLATIONS, override_execution
 from py_experimenter.db.engine import describe
@@ -157,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(migrate)
     migrate.add_argument("--dry-run", action="store_true", help="only list the changes; change nothing")
     cli_launch.add_parser(sub)
+    cli_init.add_parser(sub)
     return parser
 
 
@@ -309,7 +310,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"fill": cmd_fill, "run": cmd_run, "status": cmd_status, "reset": cmd_reset, "cancel": cmd_cancel,
-            "migrate": cmd_migrate, "launch": cli_launch.cmd_launch}
+            "migrate": cmd_migrate, "launch": cli_launch.cmd_launch,
+            "init": cli_init.cmd_init}
 
 
 #: Errors that mean bad input or an unusable environment: exit 2, one line.
