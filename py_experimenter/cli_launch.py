@@ -243,13 +243,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     command = ExecutorCommand.create(args.config, args.credentials, args.function, table=args.table,
                                      database=args.database, run_args=args.run_args)
     launch = new_launch(args.log_dir, experimenter.config.table.name, backend)
-    try:
-        fields = module.launch_from_args(command, executors, args, launch.run_dir, sys.stdout)
-    except BaseException:
-        launch.discard()
-        raise
-    record = {**launch.base_record(), **fields}
-    save_record(launch.record_path, record)
+    record = launch.run(lambda run_dir: module.launch_from_args(command, executors, args, run_dir, sys.stdout))
     _hints(args, backend, launch.record_path)
     code = 1 if record.get("failed_hosts") else 0
     if args.wait:
@@ -275,11 +269,10 @@ def _hints(args: argparse.Namespace, backend: str, record_path: Path) -> None:
 
 
 def _wait(experimenter: Any, module: ModuleType, record: dict[str, Any]) -> int:
-    from py_experimenter.launchers.progress import PENDING, follow
+    from py_experimenter.launchers.progress import Progress, follow
 
     counts = follow(experimenter, alive=lambda: module.alive_record(record), out=sys.stdout)
-    left = sum(counts.get(status, 0) for status in PENDING)
-    return 1 if left else 0
+    return 1 if Progress(counts).pending else 0
 
 
 def _stop(args: argparse.Namespace) -> int:
